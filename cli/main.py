@@ -1,0 +1,87 @@
+"""Entry point of the ``segearth-geo`` command.
+
+Each sub-command lives in its own module of this package and exposes a click command
+named ``command``; modules are imported only when their command runs, so ``--help`` and
+``--version`` stay instant. This is the one place where library errors become a one-line
+message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from segearth_geo import __version__
+from segearth_geo.errors import SegEarthGeoError, UsageError
+
+# command name -> (module in this package, one-line help shown by `segearth-geo --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "segment": ("segment", "Segment a raster by a text prompt and write labeled polygons."),
+    "info": ("info", "Show what the engine will see in a raster (CRS, GSD, bands, chips)."),
+    "synth": ("synth", "Write a SynthEarth dataset split or one large georeferenced scene."),
+    "train": ("train", "Train SegEarth-R2 from a YAML config."),
+    "merge": ("merge", "Merge a training checkpoint into an inference checkpoint."),
+    "eval": ("evaluate", "Evaluate a model on a benchmark (gIoU / cIoU)."),
+    "worker": ("worker", "Serve segmentation requests as JSON lines on stdin/stdout."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"segearth_geo_cli.{COMMANDS[cmd_name][0]}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="segearth-geo")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Prompt a georeferenced raster in plain language and get labeled polygons back."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; library errors become one line on stderr and exit code 1 (2 for usage errors)."""
+    try:
+        cli.main(args=argv, prog_name="segearth-geo", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except UsageError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 2
+    except SegEarthGeoError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

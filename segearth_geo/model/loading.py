@@ -63,7 +63,11 @@ def load_segmenter(model: str | Path = "demo", device: str = "auto", dtype=None,
         model: ``"demo"``, a checkpoint directory, a Hugging Face repo id, or ``"module:factory"``.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: compute dtype for the LLM branches (default: bf16 on CUDA, fp32 on CPU).
-        batch_size: chips per forward pass (default: the segmenter's own).
+        batch_size: chips per forward pass (default: 16 on CUDA, 2 on CPU; halved on CUDA out-of-memory).
+
+    The device actually used is logged at INFO and available as ``segmenter.device_description``.
+    Raises:
+        ModelError / CheckpointError: the model cannot be found or loaded; UsageError: CUDA asked but absent.
     """
     model = str(model)
     if _is_factory_spec(model):
@@ -73,4 +77,7 @@ def load_segmenter(model: str | Path = "demo", device: str = "auto", dtype=None,
     path = DEMO_MODEL_DIR if model == "demo" else model
     if model == "demo" and not (DEMO_MODEL_DIR / "config.json").is_file():
         raise ModelError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; reinstall segearth-geo")
-    return SegEarthR2Segmenter.from_pretrained(path, device=device, dtype=dtype, batch_size=batch_size)
+    segmenter = SegEarthR2Segmenter.from_pretrained(path, device=device, dtype=dtype, batch_size=batch_size)
+    log.info("SegEarth-R2 model %s runs on %s, batch size %d", model, segmenter.device_description,
+             segmenter.batch_size)
+    return segmenter

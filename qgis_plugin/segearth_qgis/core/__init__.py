@@ -1,0 +1,1 @@
+"""Plugin core: parameters, the engine client and results. No widgets here."""

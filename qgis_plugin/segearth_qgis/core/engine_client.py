@@ -1,0 +1,255 @@
+"""Talks JSON lines to a ``segearth-geo worker`` subprocess (see docs/worker-protocol.md).
+
+Pure Python (no Qt, no torch): a reader thread routes replies by request id into
+per-request queues, a second thread keeps the worker's stderr for the log. All public
+methods are thread-safe, so a ``QgsTask`` can wait on a segmentation while the main
+thread pings or cancels.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import shlex
+import shutil
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .result import SegmentResult
+
+# Variables set for QGIS' own Python, GDAL and PROJ must not leak into the engine's environment,
+# which ships its own (e.g. rasterio wheels bundle a newer proj.db than QGIS').
+_SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "QT_PLUGIN_PATH",
+                 "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
+
+
+class EngineError(RuntimeError):
+    """The engine could not be started or a request failed (message is user-facing)."""
+
+
+class EngineCancelled(EngineError):
+    """The request was cancelled; the engine wrote nothing."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to start the engine: command line (without ``worker``), model and device."""
+
+    command: str = "segearth-geo"
+    model: str = "demo"
+    device: str = "auto"
+
+    def argv(self) -> list[str]:
+        """Full worker command line, program resolved on PATH; never run through a shell."""
+        parts = shlex.split(self.command, posix=os.name != "nt")
+        if not parts:
+            raise EngineError("the engine command is empty; set it in SegEarth settings (e.g. 'segearth-geo')")
+        program = shutil.which(parts[0]) or parts[0]
+        if not os.path.isfile(program):
+            raise EngineError(
+                f"engine program {parts[0]!r} not found; install the engine with 'pip install segearth-geo' "
+                "and set its full path in SegEarth settings"
+            )
+        argv = [program, *parts[1:], "worker", "--device", self.device]
+        if self.model:
+            argv += ["--model", self.model]
+        return argv
+
+
+class EngineClient:
+    """One worker subprocess and the requests in flight.
+
+    Args:
+        settings: command, model and device.
+        log: called with each stderr line of the worker (the plugin sends them to the QGIS log).
+    """
+
+    def __init__(self, settings: EngineSettings, log: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self._log = log or (lambda line: None)
+        self._process: subprocess.Popen | None = None
+        self._queues: dict[Any, queue.Queue] = {}
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=50)
+        self.ready: dict[str, Any] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 600.0) -> dict[str, Any]:
+        """Start the worker (if not running) and wait until its model is loaded; return ``ready``."""
+        with self._lock:
+            if self.is_running() and self.ready is not None:
+                return self.ready
+            self.stop()
+            argv = self.settings.argv()
+            env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+            env["PYTHONUNBUFFERED"] = "1"
+            startupinfo = None
+            if os.name == "nt":  # no console window flashing up on Windows
+                startupinfo = subprocess.STARTUPINFO()
+                startupinfo.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+            try:
+                process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, encoding="utf-8", bufsize=1, env=env, startupinfo=startupinfo,
+                )
+            except OSError as exc:
+                raise EngineError(f"cannot start the engine ({' '.join(argv)}): {exc}") from exc
+            self._process = process
+            startup: queue.Queue = queue.Queue()
+            self._queues[None] = startup
+            threading.Thread(target=self._read_stdout, args=(process,), daemon=True, name="segearth-stdout").start()
+            threading.Thread(target=self._read_stderr, args=(process,), daemon=True, name="segearth-stderr").start()
+        try:
+            message = startup.get(timeout=timeout)
+        except queue.Empty as exc:
+            self.stop()
+            raise EngineError(f"the engine did not get ready within {timeout:.0f} s") from exc
+        if message.get("type") != "ready":
+            self.stop()
+            raise EngineError(f"the engine failed to start: {message.get('message', message)}")
+        self.ready = message
+        return message
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to shut down; kill it if it does not exit in ``timeout`` seconds."""
+        with self._lock:
+            process, self._process, self.ready = self._process, None, None
+        if process is None:
+            return
+        if process.poll() is None:
+            try:
+                self._send(process, {"id": "shutdown-" + uuid.uuid4().hex[:8], "type": "shutdown"})
+                process.wait(timeout=timeout)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait(timeout=timeout)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+
+    # -- requests -------------------------------------------------------------------------------
+    def request(self, kind: str, **fields: Any) -> tuple[str, queue.Queue]:
+        """Send one request; return its id and the queue that receives its replies."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise EngineError("the engine is not running; start it from the SegEarth panel")
+        request_id = f"{kind}-{uuid.uuid4().hex[:12]}"
+        replies: queue.Queue = queue.Queue()
+        with self._lock:
+            self._queues[request_id] = replies
+        try:
+            self._send(process, {"id": request_id, "type": kind, **fields})
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"the engine stopped unexpectedly ({exc}); run again to restart it") from exc
+        return request_id, replies
+
+    def ping(self, timeout: float = 10.0) -> dict[str, Any]:
+        request_id, replies = self.request("ping")
+        try:
+            return replies.get(timeout=timeout)
+        except queue.Empty as exc:
+            raise EngineError(f"the engine did not answer a ping within {timeout:.0f} s") from exc
+        finally:
+            self._forget(request_id)
+
+    def cancel(self, target: str) -> None:
+        request_id, _ = self.request("cancel", target=target)
+        self._forget(request_id)
+
+    def segment(
+        self,
+        fields: dict[str, Any],
+        on_progress: Callable[[int, int], None] | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+        on_started: Callable[[str], None] | None = None,
+    ) -> SegmentResult:
+        """Run one segmentation and wait for it; polls ``is_cancelled`` to send ``cancel``.
+
+        Raises:
+            EngineCancelled: the request was cancelled (no output file exists).
+            EngineError: the engine reported an error or died.
+        """
+        self.start()
+        request_id, replies = self.request("segment", **fields)
+        if on_started is not None:
+            on_started(request_id)
+        cancel_sent = False
+        try:
+            while True:
+                if not cancel_sent and is_cancelled is not None and is_cancelled():
+                    cancel_sent = True
+                    try:
+                        self.cancel(request_id)
+                    except EngineError:
+                        pass
+                try:
+                    message = replies.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                kind = message.get("type")
+                if kind == "progress" and on_progress is not None:
+                    on_progress(int(message.get("done", 0)), int(message.get("total", 0)))
+                elif kind == "result":
+                    return SegmentResult.from_reply(message)
+                elif kind == "error":
+                    if message.get("cancelled") or cancel_sent:
+                        raise EngineCancelled(message.get("message", "cancelled"))
+                    raise EngineError(message.get("message", "the engine reported an error"))
+        finally:
+            self._forget(request_id)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _send(self, process: subprocess.Popen, message: dict[str, Any]) -> None:
+        with self._write_lock:
+            process.stdin.write(json.dumps(message) + "\n")
+            process.stdin.flush()
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._queues.pop(request_id, None)
+
+    def _read_stdout(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                self._log(f"engine wrote a non-JSON line on stdout: {line.rstrip()}")
+                continue
+            with self._lock:
+                target = self._queues.get(message.get("id"))
+            if target is not None:
+                target.put(message)
+        code = process.wait()
+        tail = " | ".join(list(self.stderr_tail)[-3:])
+        detail = f"the engine stopped unexpectedly (exit code {code}); run again to restart it"
+        if tail:
+            detail += f". Last engine output: {tail}"
+        with self._lock:
+            pending = list(self._queues.values())
+            self._queues.clear()
+            if self._process is process:
+                self.ready = None
+        for target in pending:
+            target.put({"type": "error", "message": detail, "exited": code})
+
+    def _read_stderr(self, process: subprocess.Popen) -> None:
+        for line in process.stderr:
+            line = line.rstrip()
+            if line:
+                self.stderr_tail.append(line)
+                self._log(line)

@@ -1,0 +1,58 @@
+"""What one finished segmentation produced, as the plugin sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """The worker's ``result`` reply for a segment request.
+
+    Attributes:
+        output: path of the written vector file.
+        layer: name of the polygon layer inside ``output`` (GeoPackage), or ``None``.
+        polygons: number of polygons per label.
+        answers: the model's text answer per processed chip, in chip order.
+        device: device the model ran on.
+        seconds: engine wall time.
+        crs: CRS of the polygons (the raster's CRS) as the engine spells it.
+    """
+
+    output: str
+    layer: str | None
+    polygons: dict[str, int] = field(default_factory=dict)
+    answers: list[str] = field(default_factory=list)
+    device: str = ""
+    seconds: float = 0.0
+    crs: str | None = None
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any]) -> "SegmentResult":
+        return cls(
+            output=str(reply["output"]),
+            layer=reply.get("layer"),
+            polygons={str(k): int(v) for k, v in (reply.get("polygons") or {}).items()},
+            answers=[str(a.get("answer", "")) if isinstance(a, dict) else str(a) for a in reply.get("answers") or []],
+            device=str(reply.get("device") or ""),
+            seconds=float(reply.get("seconds") or 0.0),
+            crs=reply.get("crs"),
+        )
+
+    @property
+    def count(self) -> int:
+        return sum(self.polygons.values())
+
+    @property
+    def uri(self) -> str:
+        """OGR data source URI QGIS opens (``path|layername=...`` for GeoPackage)."""
+        return f"{self.output}|layername={self.layer}" if self.layer else self.output
+
+    def distinct_answers(self) -> list[str]:
+        """Answers without repeats, in first-seen order (many chips give the same answer)."""
+        seen: dict[str, None] = {}
+        for answer in self.answers:
+            if answer.strip():
+                seen.setdefault(answer.strip(), None)
+        return list(seen)

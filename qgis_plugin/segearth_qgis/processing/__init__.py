@@ -1,0 +1,1 @@
+"""Processing provider with the "Segment raster by prompt" algorithm."""

@@ -1,0 +1,489 @@
+"""SegEarth-R2 weights in the real formats (spec §14, §15).
+
+* :func:`load_pretrained` reads the official **merged** checkpoint directory — ``config.json``, one
+  ``model.safetensors`` or shards + ``model.safetensors.index.json``, tokenizer files with ``[SEG]`` —
+  key for key (no renaming). :func:`save_pretrained` writes the same layout, so one loader serves both.
+* :func:`init_from_components` builds a trainable model from Mipha-3B's safetensors and the Mask2Former
+  Swin-B COCO-panoptic ``.pkl`` (renames of spec §14), the pickle read by a restricted unpickler.
+
+Loading rules (§15): ``embed_tokens`` rows V come from the checkpoint (never 51,200); ``lm_head`` keeps
+``lm_head_size`` rows and has no bias; absent non-persistent buffers (rotary ``inv_freq``, SigLIP
+``position_ids``) are recomputed; Swin ``relative_position_index`` buffers are checked against the formula;
+shard dtypes may be mixed (every tensor is cast to the requested dtype, fp32 by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from segearth_geo.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+EMBED_KEY = "model.embed_tokens.weight"
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+@dataclass
+class Pretrained:
+    """A loaded checkpoint. Unpacks as ``model, tokenizer = load_pretrained(...)``.
+
+    Attributes:
+        model: the ``SegEarthR2`` module (eval mode), on the requested device and dtype.
+        tokenizer: its tokenizer (``[SEG]`` = V − 1).
+        path: the directory the weights were read from.
+    """
+
+    model: Any
+    tokenizer: Any
+    path: Path
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+def resolve_checkpoint_dir(path_or_repo_id: str | Path) -> Path:
+    """A local checkpoint directory, or a Hugging Face repo id downloaded / found in the local cache."""
+    text = str(path_or_repo_id)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise CheckpointError(
+            f"checkpoint directory not found: {local.resolve()} (expected a folder with config.json and "
+            f"{WEIGHTS_NAME} or {INDEX_NAME} + shards, or a Hugging Face repo id 'owner/name')"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub is a dependency
+        raise CheckpointError(f"{text!r} is not a local directory and huggingface_hub is not installed") from exc
+    from huggingface_hub import constants
+
+    reasons = []
+    try:
+        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - the hub raises many unrelated types; reported below
+        reasons.append(f"not in the local cache ({type(exc).__name__})")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        reasons.append("HF_HUB_OFFLINE is set")
+    else:
+        try:
+            return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+        except Exception as exc:  # noqa: BLE001
+            reasons.append(f"download failed: {type(exc).__name__}: {exc}".splitlines()[0])
+    raise CheckpointError(
+        f"cannot find checkpoint {text!r}: no local directory {local.resolve()}, and the Hugging Face Hub "
+        f"could not provide config.json + {WEIGHTS_NAME}/{INDEX_NAME} + tokenizer files "
+        f"({'; '.join(reasons)}; cache {constants.HF_HUB_CACHE}). Download it while online "
+        f"(`hf download {text}`) or pass the checkpoint directory."
+    )
+
+
+def _shard_files(directory: Path) -> list[Path]:
+    index = directory / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"malformed shard index {index}: {exc}") from exc
+        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shard files that are missing: {', '.join(missing)}")
+        return files
+    single = directory / WEIGHTS_NAME
+    if single.is_file():
+        return [single]
+    raise CheckpointError(f"no weights in {directory}: expected {WEIGHTS_NAME} or {INDEX_NAME} with its shards")
+
+
+def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    shapes[key] = tuple(handle.get_slice(key).get_shape())
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------- building
+def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    dev = torch.device("cpu" if device is None else device)
+    if isinstance(dtype, str):
+        names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+        if dtype not in names:
+            raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+        dtype = names[dtype]
+    return dev, dtype or torch.float32
+
+
+def empty_model(config, device, dtype):
+    """``SegEarthR2(config)`` with uninitialised storage on ``device`` (no random init), in ``dtype``.
+
+    Non-persistent buffers are recomputed here; persistent tensors must then be loaded by the caller.
+    """
+    from segearth_geo.model.segearth_r2 import SegEarthR2
+
+    with torch.device("meta"):
+        model = SegEarthR2(config)
+    model = model.to_empty(device=device)
+    model.to(dtype=dtype)
+    materialize_buffers(model, device)
+    persistent = set(model.state_dict())
+    for name, _ in model.named_buffers():
+        if name not in persistent and name.rsplit(".", 1)[-1] not in ("inv_freq", "original_inv_freq", "position_ids"):
+            raise CheckpointError(f"the non-persistent buffer {name!r} is not rebuilt after loading; add it to "
+                                  "SegEarthR2.materialize_buffers")
+    return model
+
+
+def materialize_buffers(model, device) -> None:
+    """Recompute the non-persistent buffers absent from checkpoints: Phi rotary ``inv_freq`` (fp32) and SigLIP
+    ``position_ids`` (spec §15 rule 4)."""
+    from transformers.models.phi.modeling_phi import PhiRotaryEmbedding
+
+    model.model.rotary_emb = PhiRotaryEmbedding(config=model.model.config).to(device)
+    embeddings = model.model.vision_tower.vision_model.embeddings
+    ids = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
+    embeddings.register_buffer("position_ids", ids, persistent=False)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Swin's relative position index ``[window², window²]`` (int64)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # [w²,w²,2]
+    return relative[..., 0] * (2 * window - 1) + relative[..., 1]
+
+
+def _check_relative_position_index(key: str, tensor: torch.Tensor) -> None:
+    window = int(round(tensor.shape[0] ** 0.5))
+    if window * window != tensor.shape[0] or not torch.equal(tensor.long().cpu(), relative_position_index(window)):
+        raise CheckpointError(f"{key} is not the Swin relative position index of a {window}×{window} window")
+
+
+def load_state_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str, loaded: set[str]) -> None:
+    """Copy ``tensors`` into ``model`` (same key names), checking names and shapes; record loaded keys."""
+    own = model.state_dict()
+    unexpected = [k for k in tensors if k not in own]
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: {len(unexpected)} tensors do not belong to this model, e.g. {unexpected[:5]}; "
+            "is the config (config.json) right for these weights?"
+        )
+    for key, value in tensors.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+            )
+        if key.endswith("relative_position_index"):
+            _check_relative_position_index(key, value)
+    with torch.no_grad():
+        for key, value in tensors.items():
+            own[key].copy_(value.to(own[key].dtype) if own[key].is_floating_point() else value)
+    loaded.update(tensors)
+
+
+def _load_tokenizer_for(directory: Path, vocab_rows: int):
+    from segearth_geo.model.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(directory)
+    if len(tokenizer) != vocab_rows:
+        raise CheckpointError(
+            f"{directory}: the tokenizer has {len(tokenizer)} entries but {EMBED_KEY} has {vocab_rows} rows; "
+            "they must match (V = tokenizer length including '[SEG]')"
+        )
+    return tokenizer
+
+
+def load_pretrained(path_or_repo_id: str | Path, device=None, dtype=None) -> Pretrained:
+    """Load a merged SegEarth-R2 checkpoint (official layout or ours) key for key.
+
+    Args:
+        path_or_repo_id: a checkpoint directory, or a Hugging Face repo id (``owner/name``).
+        device: target device (default CPU).
+        dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or their names.
+    Returns:
+        :class:`Pretrained` (``model, tokenizer = load_pretrained(...)`` also works); the model is in eval mode.
+    Raises:
+        CheckpointError: missing files, keys or shapes that do not match, unknown tensors.
+    """
+    import dataclasses
+
+    from segearth_geo.model.configuration import SegEarthR2Config
+
+    directory = resolve_checkpoint_dir(path_or_repo_id)
+    dev, dt = _resolve_device_dtype(device, dtype)
+    config = SegEarthR2Config.from_json(directory)
+    files = _shard_files(directory)
+    shapes = _tensor_shapes(files)
+    if EMBED_KEY not in shapes:
+        raise CheckpointError(f"{directory}: the weights have no {EMBED_KEY}; not a SegEarth-R2 checkpoint")
+    rows = shapes[EMBED_KEY][0]
+    if rows != config.vocab_size:
+        log.warning("config.json says vocab_size=%d but %s has %d rows; using %d",
+                    config.vocab_size, EMBED_KEY, rows, rows)
+        config = dataclasses.replace(config, vocab_size=rows, seg_token_id=rows - 1)
+    tokenizer = _load_tokenizer_for(directory, rows)
+    model = empty_model(config, dev, dt)
+    from safetensors.torch import load_file
+
+    loaded: set[str] = set()
+    for file in files:
+        load_state_into(model, load_file(str(file), device="cpu"), str(file), loaded)
+    missing = sorted(set(model.state_dict()) - loaded)
+    if missing:
+        raise CheckpointError(
+            f"{directory}: {len(missing)} model tensors are missing from the checkpoint, e.g. {missing[:5]}"
+        )
+    model.eval()
+    return Pretrained(model=model, tokenizer=tokenizer, path=directory)
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper()
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def save_pretrained(model, tokenizer, directory: str | Path, max_shard_size: int | str = "5GB") -> Path:
+    """Write ``model`` + ``tokenizer`` in the official merged layout; return the directory.
+
+    ``config.json``, ``generation_config.json``, safetensors shards of at most ``max_shard_size`` bytes
+    (``model.safetensors`` when one shard suffices, else ``model-0000k-of-0000n.safetensors`` +
+    ``model.safetensors.index.json``), tokenizer files and ``added_tokens.json`` (with ``[SEG]``).
+    Tensors keep their dtype.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    if len(tokenizer) != config.vocab_size:
+        raise CheckpointError(f"tokenizer length {len(tokenizer)} != model vocab_size {config.vocab_size}")
+    config.save_json(out)
+    generation = {"bos_token_id": config.eos_token_id, "eos_token_id": config.eos_token_id,
+                  "pad_token_id": config.pad_token_id, "do_sample": False}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+
+    limit = _parse_size(max_shard_size)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in model.state_dict().items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor.detach().to("cpu").contiguous().clone()
+        size += nbytes
+    for stale in list(out.glob("model*.safetensors")) + [out / INDEX_NAME]:
+        stale.unlink(missing_ok=True)
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], str(out / WEIGHTS_NAME), metadata=metadata)
+    else:
+        weight_map, total = {}, 0
+        for k, shard in enumerate(shards, start=1):
+            name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(out / name), metadata=metadata)
+            weight_map.update({key: name for key in shard})
+            total += sum(t.numel() * t.element_size() for t in shard.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(str(out))
+    specials = set(tokenizer.all_special_tokens)
+    added_vocab = sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1])
+    added = {tok: idx for tok, idx in added_vocab if tok not in specials}
+    (out / "added_tokens.json").write_text(json.dumps(added, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- components
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Accepts numpy arrays/dtypes/scalars and plain containers; any other global is refused."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # how protocol-2 pickles store bytes (str → bytes; runs no code)
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise CheckpointError(
+                f"refusing to unpickle {module}.{name}: the Mask2Former .pkl may only contain numpy arrays "
+                "and plain containers (the file is corrupt or unsafe)"
+            )
+        import importlib
+
+        if module.startswith("numpy.core") and not _has_module("numpy.core.multiarray"):
+            module = module.replace("numpy.core", "numpy._core", 1)
+        if module.startswith("numpy._core") and not _has_module("numpy._core.multiarray"):
+            module = module.replace("numpy._core", "numpy.core", 1)
+        return getattr(importlib.import_module(module), name)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def read_numpy_pickle(path: str | Path) -> dict[str, Any]:
+    """Read a detectron2-style ``.pkl`` with :class:`_NumpyOnlyUnpickler` (never executes code)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"Mask2Former checkpoint not found: {file}")
+    try:
+        with file.open("rb") as handle:
+            data = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise CheckpointError(f"cannot read {file} as a numpy pickle: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file}: expected a dict at the top level, got {type(data).__name__}")
+    return data
+
+
+def mask2former_state(pkl: dict[str, Any], num_queries: int) -> dict[str, torch.Tensor]:
+    """Rename a Mask2Former state (``pkl["model"]`` or the dict itself) to our keys (spec §14)."""
+    import numpy as np
+
+    source = pkl.get("model", pkl)
+    out: dict[str, torch.Tensor] = {}
+    renames = {
+        "sem_seg_head.pixel_decoder.adapter_1.weight": "pixel_decoder.adapter_1.0.weight",
+        "sem_seg_head.pixel_decoder.adapter_1.norm.weight": "pixel_decoder.adapter_1.1.weight",
+        "sem_seg_head.pixel_decoder.adapter_1.norm.bias": "pixel_decoder.adapter_1.1.bias",
+        "sem_seg_head.pixel_decoder.layer_1.weight": "pixel_decoder.layer_1.0.weight",
+        "sem_seg_head.pixel_decoder.layer_1.norm.weight": "pixel_decoder.layer_1.1.weight",
+        "sem_seg_head.pixel_decoder.layer_1.norm.bias": "pixel_decoder.layer_1.1.bias",
+        "sem_seg_head.predictor.static_query.weight": "predictor.query_feat.weight",
+    }
+    for key, value in source.items():
+        if not isinstance(value, np.ndarray):
+            continue
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+        if key in renames:
+            out[renames[key]] = tensor
+        elif key.startswith("backbone."):
+            out["model.vision_tower_mask." + key[len("backbone."):]] = tensor
+        elif key.startswith("sem_seg_head.predictor.class_embed."):
+            continue
+        elif key == "sem_seg_head.predictor.query_embed.weight":
+            out["predictor.query_embed.weight"] = tensor[:num_queries]
+        elif key.startswith("sem_seg_head.pixel_decoder."):
+            out["pixel_decoder." + key[len("sem_seg_head.pixel_decoder."):]] = tensor
+        elif key.startswith("sem_seg_head.predictor."):
+            out["predictor." + key[len("sem_seg_head.predictor."):]] = tensor
+        else:
+            log.debug("Mask2Former key %s is not used", key)
+    return out
+
+
+def _mipha_state(files: list[Path], vocab_rows: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        for key, tensor in load_file(str(file), device="cpu").items():
+            if key == "lm_head.bias":
+                continue  # re-created lm_head has no bias (spec §2.3)
+            if key.startswith("model.vision_tower.vision_tower."):
+                key = "model.vision_tower." + key[len("model.vision_tower.vision_tower."):]
+            if key == EMBED_KEY:
+                if tensor.shape[0] < vocab_rows:
+                    raise CheckpointError(f"{file}: {EMBED_KEY} has {tensor.shape[0]} rows, fewer than V={vocab_rows}")
+                tensor = tensor[:vocab_rows]
+            state[key] = tensor
+    return state
+
+
+# Tensors that neither Mipha-3B nor the Mask2Former pkl provide; they keep their initialisation (spec §14).
+_KEEP_INIT = ("SEG_token_projector.", "pixel_decoder.adapter_1.0.bias", "pixel_decoder.layer_1.0.bias",
+              "predictor.SEG_query_embed", "predictor.new_query_embed", "predictor.SEG_proj.", "predictor.query_feat",
+              "model.vision_tower.vision_model.head.")
+
+
+def init_from_components(mipha_dir: str | Path, mask2former_pkl: str | Path, config=None, tokenizer=None,
+                         device=None, dtype=None, seed: int = 0) -> Pretrained:
+    """A trainable SegEarth-R2 from Mipha-3B (LLM, SigLIP, projector) and Mask2Former Swin-B (mask branch).
+
+    Args:
+        mipha_dir: Mipha-3B folder (safetensors, optionally tokenizer files).
+        mask2former_pkl: ``model_final_54b88a.pkl`` (detectron2 pickle of numpy arrays).
+        config: defaults to the 3B preset with V = ``len(tokenizer)``.
+        tokenizer: defaults to Mipha's tokenizer files with ``[SEG]`` added, else :func:`build_phi2_tokenizer`.
+        seed: seeds the initialisation of the tensors neither source provides (``SEG_token_projector``…).
+    """
+    import dataclasses
+
+    from segearth_geo.model.configuration import SegEarthR2Config
+    from segearth_geo.model.segearth_r2 import SegEarthR2
+    from segearth_geo.model.tokenizer import build_phi2_tokenizer
+
+    folder = Path(mipha_dir)
+    files = _shard_files(folder) if folder.is_dir() else []
+    if not files:
+        raise CheckpointError(f"Mipha-3B folder not found: {folder}")
+    if tokenizer is None:
+        tokenizer = _mipha_tokenizer(folder) or build_phi2_tokenizer()
+    rows = len(tokenizer)
+    if config is None:
+        config = SegEarthR2Config.from_preset("segearth-r2-3b", vocab_size=rows)
+    elif config.vocab_size != rows:
+        config = dataclasses.replace(config, vocab_size=rows, seg_token_id=rows - 1)
+    dev, dt = _resolve_device_dtype(device, dtype)
+    torch.manual_seed(seed)
+    with torch.device(dev):
+        model = SegEarthR2(config)
+    model.to(dtype=dt)
+    loaded: set[str] = set()
+    load_state_into(model, _mipha_state(files, rows), str(folder), loaded)
+    pkl_state = mask2former_state(read_numpy_pickle(mask2former_pkl), config.mask.num_queries)
+    load_state_into(model, pkl_state, str(mask2former_pkl), loaded)
+    missing = sorted(k for k in set(model.state_dict()) - loaded if not k.startswith(_KEEP_INIT))
+    if missing:
+        raise CheckpointError(
+            f"{len(missing)} tensors are in neither Mipha-3B nor the Mask2Former pkl, e.g. {missing[:5]}"
+        )
+    return Pretrained(model=model, tokenizer=tokenizer, path=folder)
+
+
+def _mipha_tokenizer(folder: Path):
+    """Mipha-3B's own tokenizer files with ``[SEG]`` added, or None when the folder has none."""
+    from segearth_geo.model.tokenizer import add_seg_token, read_tokenizer_files
+
+    if not ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()):
+        return None
+    return add_seg_token(read_tokenizer_files(folder))

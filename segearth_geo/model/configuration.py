@@ -1,0 +1,402 @@
+"""One typed configuration for SegEarth-R2, with named presets.
+
+``SegEarthR2Config`` holds three sub-configs:
+
+* ``vision`` – the SigLIP tower (LLM image branch) and the ``mlp2x_gelu`` projector input width;
+* ``text`` – the Phi-2 language model (``vocab_size`` lives at the top level: it is the tokenizer's);
+* ``mask`` – the mask branch: Swin backbone, MSDeformAttn pixel decoder, masked-attention decoder,
+  and the canvas (``image_size`` = S, the segmenter's chip size) with its normalisation.
+
+Presets: ``"segearth-r2-3b"`` (the paper's sizes, spec §2), ``"tiny"`` (the same code paths with a few
+hundred thousand parameters, for tests) and ``"demo"`` (a CPU-trainable size, S = 256).
+
+The config round-trips through ``config.json`` in the official merged-checkpoint layout (spec §15) with our
+own full block under the key ``"segearth_geo"``; an official file without that block is read as the 3B
+preset with the file's ``vocab_size``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segearth_geo.errors import CheckpointError, UsageError
+
+CONFIG_NAME = "config.json"
+OUR_BLOCK = "segearth_geo"
+
+
+@dataclass
+class VisionConfig:
+    """SigLIP vision tower (spec §2.1). ``hidden_states[select_layer]`` (before ``post_layernorm``) is used."""
+
+    image_size: int = 384  # s: SigLIP input side
+    patch_size: int = 14
+    hidden_size: int = 1152
+    intermediate_size: int = 4304
+    num_hidden_layers: int = 27
+    num_attention_heads: int = 16
+    layer_norm_eps: float = 1e-6
+    hidden_act: str = "gelu_pytorch_tanh"
+    select_layer: int = -2  # index into hidden_states (0 = embeddings, k = output of layer k-1)
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # on the 0-1 scale (spec §3.2)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side (27 for 384/14; the last ``image_size % patch_size`` pixels are unused)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_image_tokens(self) -> int:
+        """T_img: image embeddings spliced into the LLM sequence (729 for the 3B preset)."""
+        return self.grid_size**2
+
+    @property
+    def num_layers_run(self) -> int:
+        """How many encoder layers must run to produce ``hidden_states[select_layer]``."""
+        return self.select_layer % (self.num_hidden_layers + 1)
+
+    def to_siglip_config(self):
+        """The transformers ``SiglipVisionConfig`` (attention-pooling head on, as in the checkpoint)."""
+        from transformers import SiglipVisionConfig
+
+        return SiglipVisionConfig(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_channels=3,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+            attention_dropout=0.0,
+            vision_use_head=True,
+        )
+
+
+@dataclass
+class TextConfig:
+    """Phi-2 language model (spec §2.3). Rows of ``embed_tokens`` = top-level ``vocab_size``."""
+
+    hidden_size: int = 2560  # D
+    intermediate_size: int = 10240
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    partial_rotary_factor: float = 0.4
+    rope_theta: float = 10000.0
+    layer_norm_eps: float = 1e-5
+    hidden_act: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.0
+    attention_dropout: float = 0.0
+    max_position_embeddings: int = 2048
+    attn_implementation: str = "sdpa"  # "sdpa" or "eager" (eager is needed for output_attentions)
+
+    def to_phi_config(self, vocab_size: int, eos_token_id: int):
+        """The transformers ``PhiConfig``; ``pad_token_id`` stays None so no embedding row is frozen."""
+        from transformers import PhiConfig
+
+        config = PhiConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_attention_heads,
+            resid_pdrop=self.resid_pdrop,
+            embd_pdrop=self.embd_pdrop,
+            attention_dropout=self.attention_dropout,
+            hidden_act=self.hidden_act,
+            max_position_embeddings=self.max_position_embeddings,
+            layer_norm_eps=self.layer_norm_eps,
+            tie_word_embeddings=False,
+            qk_layernorm=False,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": self.rope_theta,
+                "partial_rotary_factor": self.partial_rotary_factor,
+            },
+            bos_token_id=eos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=None,
+        )
+        config._attn_implementation = self.attn_implementation
+        return config
+
+
+@dataclass
+class MaskConfig:
+    """Mask branch: canvas, Swin backbone, pixel decoder and masked-attention decoder (spec §2.4–2.9)."""
+
+    image_size: int = 1024  # S: the square canvas (and the segmenter's chip size)
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    pad_value: int = 128  # canvas padding (bottom/right) before normalisation
+    # Swin backbone
+    swin_patch_size: int = 4
+    swin_embed_dim: int = 128
+    swin_depths: tuple[int, ...] = (2, 2, 18, 2)
+    swin_num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    swin_window_size: int = 12
+    swin_mlp_ratio: float = 4.0
+    swin_drop_path_rate: float = 0.3
+    # pixel decoder (its width is hidden_dim; the FFN width is hard-coded 1024 upstream)
+    hidden_dim: int = 256  # C: pixel-decoder conv dim = mask dim = decoder hidden dim
+    norm_groups: int = 32  # GroupNorm groups in the pixel decoder
+    encoder_layers: int = 6
+    encoder_ffn_dim: int = 1024
+    encoder_heads: int = 8
+    encoder_points: int = 4
+    # masked-attention decoder ("predictor")
+    decoder_layers: int = 9
+    decoder_heads: int = 8
+    decoder_ffn_dim: int = 2048
+    num_queries: int = 100  # only sizes the unused checkpoint tensors query_feat/query_embed/SEG_query_embed
+
+    @property
+    def num_levels(self) -> int:
+        """Feature levels of the deformable encoder and the decoder (res5, res4, res3)."""
+        return 3
+
+    @property
+    def swin_dims(self) -> tuple[int, ...]:
+        """Channels of res2..res5 (128/256/512/1024 for Swin-B)."""
+        return tuple(self.swin_embed_dim * 2**i for i in range(len(self.swin_depths)))
+
+    @property
+    def mask_size(self) -> int:
+        """Side of ``mask_features`` and of every mask prediction (S/4)."""
+        return self.image_size // 4
+
+
+@dataclass
+class SegEarthR2Config:
+    """Everything that sizes a SegEarth-R2 network; see the module docstring for presets."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    vocab_size: int = 50296  # V: rows of embed_tokens = tokenizer length including [SEG]
+    lm_head_size: int = 51200  # rows of lm_head (logit width); ids >= V are not embeddable
+    eos_token_id: int = 50256
+    pad_token_id: int | None = None  # None -> eos_token_id
+    seg_token_id: int | None = None  # None -> vocab_size - 1
+    image_token_index: int = -200
+    refer_token_index: int = -204
+    ignore_index: int = -100
+    max_length: int = 2048
+
+    def __post_init__(self) -> None:
+        for name, cls in (("vision", VisionConfig), ("text", TextConfig), ("mask", MaskConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _sub_from_dict(cls, value))
+        if self.pad_token_id is None:
+            self.pad_token_id = self.eos_token_id
+        if self.seg_token_id is None:
+            self.seg_token_id = self.vocab_size - 1
+        self.validate()
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_image_tokens
+
+    def validate(self) -> None:
+        """Raise :class:`UsageError` for sizes the network cannot be built with."""
+        problems = []
+        if self.lm_head_size < self.vocab_size:
+            problems.append(f"lm_head_size ({self.lm_head_size}) < vocab_size ({self.vocab_size})")
+        if not 0 <= self.seg_token_id < self.vocab_size:
+            problems.append(f"seg_token_id {self.seg_token_id} outside [0, {self.vocab_size})")
+        t, v, m = self.text, self.vision, self.mask
+        if t.hidden_size % t.num_attention_heads:
+            problems.append("text.hidden_size must be a multiple of text.num_attention_heads")
+        if v.hidden_size % v.num_attention_heads:
+            problems.append("vision.hidden_size must be a multiple of vision.num_attention_heads")
+        if len(m.swin_depths) != 4 or len(m.swin_num_heads) != 4:
+            problems.append("mask.swin_depths and mask.swin_num_heads need 4 stages")
+        elif any(d % h for d, h in zip(m.swin_dims, m.swin_num_heads)):
+            problems.append("each Swin stage width must be a multiple of its head count")
+        if m.image_size % 32:
+            problems.append(f"mask.image_size ({m.image_size}) must be a multiple of 32")
+        if m.hidden_dim % m.norm_groups or m.hidden_dim % m.encoder_heads or m.hidden_dim % m.decoder_heads:
+            problems.append("mask.hidden_dim must be a multiple of norm_groups, encoder_heads and decoder_heads")
+        if m.hidden_dim % 4:
+            problems.append("mask.hidden_dim must be a multiple of 4 (sine position encoding: sin/cos per axis)")
+        if problems:
+            raise UsageError("invalid SegEarthR2Config: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> SegEarthR2Config:
+        """Build a named preset; ``overrides`` replace top-level fields or sub-config fields.
+
+        Sub-config fields are given as dicts, e.g. ``from_preset("tiny", mask={"image_size": 256})``.
+        """
+        if name not in _PRESETS:
+            raise UsageError(f"unknown SegEarth-R2 preset {name!r}; choose one of {sorted(_PRESETS)}")
+        data = copy.deepcopy(_PRESETS[name])
+        for key, value in overrides.items():
+            if key in ("vision", "text", "mask") and isinstance(value, dict):
+                data.setdefault(key, {}).update(value)
+            elif isinstance(value, (VisionConfig, TextConfig, MaskConfig)):
+                data[key] = dataclasses.asdict(value)
+            else:
+                data[key] = value
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegEarthR2Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UsageError(f"unknown SegEarthR2Config fields: {sorted(unknown)}")
+        return cls(**copy.deepcopy(data))
+
+    def to_official_dict(self) -> dict[str, Any]:
+        """``config.json`` content in the official merged layout (spec §15) plus our own block."""
+        t, v = self.text, self.vision
+        return {
+            "architectures": ["SegEarthR2"],
+            "model_type": "mipha_phi",
+            "vocab_size": self.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_hidden_layers,
+            "num_attention_heads": t.num_attention_heads,
+            "num_key_value_heads": t.num_attention_heads,
+            "hidden_act": t.hidden_act,
+            "partial_rotary_factor": t.partial_rotary_factor,
+            "rope_theta": t.rope_theta,
+            "layer_norm_eps": t.layer_norm_eps,
+            "resid_pdrop": t.resid_pdrop,
+            "embd_pdrop": t.embd_pdrop,
+            "attention_dropout": t.attention_dropout,
+            "max_position_embeddings": t.max_position_embeddings,
+            "qk_layernorm": False,
+            "tie_word_embeddings": False,
+            "bos_token_id": self.eos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "use_cache": True,
+            "torch_dtype": "float16",
+            "vision_config": {
+                "vision_tower": {
+                    "model_type": "siglip_vision_model",
+                    "image_size": v.image_size,
+                    "patch_size": v.patch_size,
+                    "hidden_size": v.hidden_size,
+                    "intermediate_size": v.intermediate_size,
+                    "num_hidden_layers": v.num_hidden_layers,
+                    "num_attention_heads": v.num_attention_heads,
+                    "hidden_act": v.hidden_act,
+                    "layer_norm_eps": v.layer_norm_eps,
+                },
+                "mm_projector": {"mm_projector_type": "mlp2x_gelu", "mm_hidden_size": v.hidden_size,
+                                 "hidden_size": t.hidden_size},
+            },
+            "mm_vision_tower": "google/siglip-so400m-patch14-384",
+            "mm_vision_select_layer": v.select_layer,
+            "mm_projector_type": "mlp2x_gelu",
+            "swin_type": "base",
+            "use_mm_proj": True,
+            "mask_decode_train": True,
+            "freeze_mm_mlp_adapter": True,
+            "image_aspect_ratio": "square",
+            OUR_BLOCK: self.to_dict(),
+        }
+
+    @classmethod
+    def from_official_dict(cls, data: dict[str, Any]) -> SegEarthR2Config:
+        """Read a ``config.json`` dict: our block when present, else the 3B preset sized by the file."""
+        if OUR_BLOCK in data:
+            return cls.from_dict(data[OUR_BLOCK])
+        if "vocab_size" not in data:
+            raise CheckpointError("config.json has neither a 'segearth_geo' block nor 'vocab_size'; "
+                                  "is this a SegEarth-R2 checkpoint?")
+        overrides: dict[str, Any] = {"vocab_size": int(data["vocab_size"])}
+        if "mm_vision_select_layer" in data:
+            overrides["vision"] = {"select_layer": int(data["mm_vision_select_layer"])}
+        return cls.from_preset("segearth-r2-3b", **overrides)
+
+    def save_json(self, directory: str | Path) -> Path:
+        """Write ``config.json`` (official layout + our block) into ``directory``; return its path."""
+        path = Path(directory) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_official_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, directory_or_file: str | Path) -> SegEarthR2Config:
+        """Read ``config.json`` from a checkpoint directory (or the file itself)."""
+        path = Path(directory_or_file)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            raise CheckpointError(f"no {CONFIG_NAME} at {path}; a SegEarth-R2 checkpoint directory needs one")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        return cls.from_official_dict(data)
+
+
+def _sub_from_dict(cls, data: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise UsageError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+# Presets as plain dicts over the defaults (the defaults are the 3B sizes).
+_PRESETS: dict[str, dict[str, Any]] = {
+    "segearth-r2-3b": {},
+    # Same code paths, tiny widths. Swin window 3 on a 128 px canvas pads at every stage
+    # (32/16/8/4 -> 33/18/9/6); SigLIP 56 px / patch 14 -> 16 image tokens.
+    "tiny": {
+        "vocab_size": 500,
+        "lm_head_size": 512,
+        "eos_token_id": 0,
+        "max_length": 512,
+        "vision": {"image_size": 56, "patch_size": 14, "hidden_size": 32, "intermediate_size": 64,
+                   "num_hidden_layers": 3, "num_attention_heads": 2},
+        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "max_position_embeddings": 512},
+        "mask": {"image_size": 128, "swin_embed_dim": 16, "swin_depths": (2, 2, 2, 2),
+                 "swin_num_heads": (1, 2, 2, 4), "swin_window_size": 3, "swin_drop_path_rate": 0.1,
+                 "hidden_dim": 32, "norm_groups": 8, "encoder_layers": 1, "encoder_ffn_dim": 64,
+                 "encoder_heads": 2, "encoder_points": 2, "decoder_layers": 3, "decoder_heads": 2,
+                 "decoder_ffn_dim": 64, "num_queries": 4},
+    },
+    # A CPU-trainable size (~5 M parameters): S = 256, SigLIP 112 px (64 image tokens).
+    "demo": {
+        "vocab_size": 2048,
+        "lm_head_size": 2048,
+        "eos_token_id": 0,
+        "max_length": 512,
+        "vision": {"image_size": 112, "patch_size": 14, "hidden_size": 96, "intermediate_size": 256,
+                   "num_hidden_layers": 4, "num_attention_heads": 4},
+        "text": {"hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
+                 "num_attention_heads": 6, "resid_pdrop": 0.0, "max_position_embeddings": 512},
+        "mask": {"image_size": 256, "swin_embed_dim": 24, "swin_depths": (2, 2, 2, 2),
+                 "swin_num_heads": (1, 2, 4, 8), "swin_window_size": 7, "swin_drop_path_rate": 0.0,
+                 "hidden_dim": 64, "norm_groups": 16, "encoder_layers": 2, "encoder_ffn_dim": 256,
+                 "encoder_heads": 4, "encoder_points": 4, "decoder_layers": 3, "decoder_heads": 4,
+                 "decoder_ffn_dim": 256, "num_queries": 4},
+    },
+}
+
+PRESET_NAMES = tuple(_PRESETS)

@@ -1,0 +1,113 @@
+"""PNG preview: result polygons drawn over a decimated read of the scene.
+
+The scene is read once at a reduced ground distance (so that its longest side is at
+most ``max_side`` pixels; GDAL averages or uses overviews), polygons are moved into that
+image's pixel grid and drawn per label in a fixed colour, translucent fill plus outline,
+holes kept. The PNG is written to a temporary name and renamed, like every output.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from rasterio.windows import Window
+
+from segearth_geo.errors import OutputError, UsageError
+from segearth_geo.raster import open_scene
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+MAX_UNGEOREFERENCED_SIDE = 8192  # rasters without a CRS cannot be resampled by GSD: read whole up to this
+
+
+def render_preview(
+    source: str | os.PathLike,
+    gdf: Any,
+    png_path: str | os.PathLike,
+    *,
+    max_side: int = 1024,
+    bands: Sequence[int] | str | None = None,
+    bbox: Sequence[float] | None = None,
+    bbox_crs: Any = None,
+    overwrite: bool = True,
+) -> Path:
+    """Draw ``gdf``'s polygons (column ``label`` optional) over ``source`` into ``png_path``.
+
+    ``bands``, ``bbox`` and ``bbox_crs`` select the same area and bands as the segmentation.
+    Raises :class:`OutputError` if the PNG cannot be written (or exists without ``overwrite``).
+    """
+    from PIL import Image, ImageDraw
+
+    target = Path(png_path).expanduser()
+    if target.suffix.lower() != ".png":
+        raise OutputError(f"the preview must be a .png file, got {target}")
+    if target.exists() and not overwrite:
+        raise OutputError(f"preview {target} exists; choose another name or allow overwriting")
+    if max_side < 16:
+        raise UsageError(f"max_side must be at least 16 pixels, got {max_side}")
+    rgb, transform, crs = _decimated_read(source, max_side, bands, bbox, bbox_crs)
+    if gdf.crs is not None and crs is not None and gdf.crs != crs:
+        gdf = gdf.to_crs(crs)
+    inverse = ~transform
+    a, b, c, d, e, f = inverse.a, inverse.b, inverse.c, inverse.d, inverse.e, inverse.f
+
+    def to_pixels(xy: np.ndarray) -> np.ndarray:  # (n, 2) map -> (n, 2) preview pixels
+        return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+
+    base = Image.fromarray(rgb, "RGB").convert("RGBA")
+    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    labels = list(gdf["label"]) if "label" in gdf.columns else ["object"] * len(gdf)
+    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+    geoms = shapely.transform(np.asarray(gdf.geometry.values, dtype=object), to_pixels)
+    order = np.argsort(-shapely.area(geoms)) if len(geoms) else []
+    for i in order:  # large first, so islands inside holes are drawn after the hole is cleared
+        colour = colours[labels[i]]
+        for polygon in shapely.get_parts(geoms[i]):
+            if not isinstance(polygon, shapely.Polygon) or polygon.is_empty:
+                continue
+            draw.polygon(list(polygon.exterior.coords), fill=(*colour, 90), outline=(*colour, 255))
+            for ring in polygon.interiors:
+                draw.polygon(list(ring.coords), fill=(0, 0, 0, 0), outline=(*colour, 255))
+    for row, (label, colour) in enumerate(colours.items()):  # legend, top-left
+        draw.rectangle((4, 4 + 14 * row, 14, 14 + 14 * row), fill=(*colour, 255))
+        draw.text((18, 3 + 14 * row), str(label), fill=(255, 255, 255, 255))
+    image = Image.alpha_composite(base, overlay).convert("RGB")
+    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(f"cannot write preview {target}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _decimated_read(source, max_side, bands, bbox, bbox_crs) -> tuple[np.ndarray, Any, Any]:
+    """``(rgb (h, w, 3) uint8, pixel -> map transform, crs)`` with ``max(h, w) <= max_side``."""
+    with open_scene(source, bands=bands, bbox=bbox, bbox_crs=bbox_crs) as reader:
+        scene = reader.scene
+        factor = max(scene.width, scene.height) / max_side
+        if factor <= 1 or scene.gsd is None:
+            if max(scene.width, scene.height) > MAX_UNGEOREFERENCED_SIDE:
+                raise UsageError(f"{source} is too large for a preview without a CRS "
+                                 f"({scene.width}x{scene.height} px, at most {MAX_UNGEOREFERENCED_SIDE})")
+            rgb, _ = reader.read(Window(0, 0, scene.width, scene.height))
+            if factor > 1:
+                rgb = rgb[:: int(np.ceil(factor)), :: int(np.ceil(factor))]
+                from affine import Affine
+
+                return np.ascontiguousarray(rgb), scene.transform @ Affine.scale(int(np.ceil(factor))), scene.crs
+            return rgb, scene.transform, scene.crs
+        coarse_gsd = scene.gsd * factor * 1.001  # a hair coarser so rounding never exceeds max_side
+    with open_scene(source, bands=bands, bbox=bbox, bbox_crs=bbox_crs, gsd=coarse_gsd) as reader:
+        scene = reader.scene
+        rgb, _ = reader.read(Window(0, 0, scene.width, scene.height))
+        return rgb, scene.transform, scene.crs

@@ -45,7 +45,11 @@ def _build(layers: int, dtype: torch.dtype, device: str, attn: str):
 
 
 def _measure(variant: str, layers: int, length: int, dtype: torch.dtype, device: str) -> dict:
-    from segearth_geo.training.attention_rows import SegRowRequest, capture_rows, use_seg_rows_attention
+    from segearth_geo.training.attention_rows import (
+        SegRowRequest,
+        capture_rows,
+        use_seg_rows_attention,
+    )
     from segearth_geo.training.losses import attention_loss
 
     t_img, start, seg_pos = 729, 40, length - 3

@@ -5,6 +5,7 @@ Usage::
     python benchmarks/geo_pipeline.py                # 4k² and 16k² scenes, prints a table
     python benchmarks/geo_pipeline.py --sizes 2048   # quicker
     python benchmarks/geo_pipeline.py --workdir /tmp/geo-bench   # keep the generated scenes
+    python benchmarks/geo_pipeline.py --repeat 5     # more runs of the small scenes
 
 Scenes are generated once (tiled, DEFLATE-compressed RGB GeoTIFFs in UTM with bright discs
 and rectangles on a dark textured background, objects crossing chip borders). Each
@@ -13,10 +14,15 @@ belongs to that job alone:
 
 * ``engine``: :func:`segearth_geo.segment_raster` with a trivial segmenter (probability =
   red channel thresholded at 128), 1024-pixel chips, overlap 128, batch 8;
-* ``naive``: the whole raster read into memory, the same threshold, and one
-  ``rasterio.features.shapes`` call over it.
+* ``naive``: the whole raster read into memory, the same segmenter on it as one chip, the
+  same threshold (0.5), and one ``rasterio.features.shapes`` call over the mask.
 
-Both produce the polygons of the same mask (counts are printed as a check).
+Both produce the polygons of the same mask (counts are printed as a check). Methods
+alternate, and scenes up to ``SMALL`` pixels a side are run ``--repeat`` times (the best
+time and the largest peak RSS of each method count): on a shared machine one run of a
+sub-second job mostly measures the neighbours. The summary prints the issue's targets:
+engine throughput / naive throughput (>= 1) per scene and the engine's peak RSS of the
+largest scene / the smallest (<= 1.3).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ GSD = 0.5
 ORIGIN = (390000.0, 5820000.0)
 CRS = "EPSG:32633"
 CELL = 320  # one object per CELL x CELL pixels
+SMALL = 4096  # scenes up to this side are measured --repeat times
 
 
 class ThresholdSegmenter:
@@ -102,7 +109,9 @@ def run_naive(scene: Path) -> dict:
     with rasterio.open(scene) as ds:
         data = ds.read()  # (3, H, W): the whole scene in memory
         transform = ds.transform
-    mask = data[0] > 128
+    # The same segmenter and threshold as the engine, on the whole scene as one chip (a (H, W, 3) view).
+    (prediction,) = ThresholdSegmenter().segment([data.transpose(1, 2, 0)], "bright things")
+    mask = prediction.targets[0].probability >= 0.5
     polygons = [shapely.geometry.shape(g) for g, _ in
                 rasterio.features.shapes(mask.view(np.uint8), mask=mask, connectivity=4, transform=transform)]
     return {"seconds": time.perf_counter() - start, "polygons": len(polygons)}
@@ -132,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384], help="scene sides in pixels")
     parser.add_argument("--workdir", type=Path, default=None, help="where scenes are generated (default: temp)")
+    parser.add_argument("--repeat", type=int, default=3, help=f"runs per method for scenes up to {SMALL} px")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "SCENE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -146,25 +156,34 @@ def main() -> None:
             scene = generate(workdir / f"scene_{size}.tif", size)
             print(f"scene {size}x{size}: {scene.stat().st_size / 2**20:.0f} MiB on disk "
                   f"(ready in {time.perf_counter() - start:.0f} s)", file=sys.stderr)
-            for method in ("engine", "naive"):
-                result = measure(method, scene)
-                rows.append((size, method, result))
-                print(f"  {method}: {result}", file=sys.stderr)
-    print(f"{'scene':>12} {'method':>7} {'seconds':>8} {'Mpx/s':>7} {'peak RSS MiB':>13} {'polygons':>9}")
+            runs: dict[str, list[dict]] = {"engine": [], "naive": []}
+            for _ in range(max(1, args.repeat) if size <= SMALL else 1):
+                for method in ("engine", "naive"):
+                    result = measure(method, scene)
+                    runs[method].append(result)
+                    print(f"  {method}: {result}", file=sys.stderr)
+            for method, results in runs.items():
+                best = min(results, key=lambda r: r["seconds"])
+                rows.append((size, method, dict(best, peak_rss_mb=max(r["peak_rss_mb"] for r in results),
+                                                runs=len(results))))
+    print(f"{'scene':>12} {'method':>7} {'runs':>5} {'seconds':>8} {'Mpx/s':>7} {'peak RSS MiB':>13} {'polygons':>9}")
     for size, method, r in rows:
-        print(f"{size:>5}x{size:<6} {method:>7} {r['seconds']:8.1f} {r['mpx_s']:7.1f} {r['peak_rss_mb']:13.0f} "
-              f"{r['polygons']:9d}")
+        print(f"{size:>5}x{size:<6} {method:>7} {r['runs']:5d} {r['seconds']:8.2f} {r['mpx_s']:7.1f} "
+              f"{r['peak_rss_mb']:13.0f} {r['polygons']:9d}")
     by = {(s, m): r for s, m, r in rows}
     print()
     for size in args.sizes:
         e, n = by[(size, "engine")], by[(size, "naive")]
-        print(f"{size}x{size}: engine/naive throughput {e['mpx_s'] / n['mpx_s']:.2f}x, "
-              f"peak RSS {e['peak_rss_mb'] / n['peak_rss_mb']:.2f}x")
+        ratio = e["mpx_s"] / n["mpx_s"]
+        same = "same polygon count" if e["polygons"] == n["polygons"] else "POLYGON COUNTS DIFFER"
+        print(f"{size}x{size}: throughput engine/naive = {ratio:.2f}x (target >= 1: {'met' if ratio >= 1 else 'NOT met'}); "
+              f"peak RSS engine/naive = {e['peak_rss_mb'] / n['peak_rss_mb']:.2f}x; {same}")
     if len(args.sizes) > 1:
         small, large = min(args.sizes), max(args.sizes)
         for method in ("engine", "naive"):
             ratio = by[(large, method)]["peak_rss_mb"] / by[(small, method)]["peak_rss_mb"]
-            print(f"{method}: peak RSS {large}² / {small}² = {ratio:.2f}x")
+            target = f" (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})" if method == "engine" else ""
+            print(f"{method}: peak RSS {large}² / {small}² = {ratio:.2f}x{target}")
 
 
 if __name__ == "__main__":

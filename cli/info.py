@@ -6,7 +6,7 @@ import json
 
 import click
 
-from segearth_geo_cli.options import chip_size_option, overlap_option, raster_argument, scene_options
+from segearth_geo_cli.options import chip_size_option, default_overlap, overlap_option, raster_argument, scene_options
 
 
 @click.command(name="info")
@@ -20,6 +20,7 @@ def command(raster: str, bands, bbox, bbox_crs, gsd, chip_size: int, overlap: in
     from segearth_geo.raster import summarize_scene
 
     summary = summarize_scene(
-        raster, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs, chip_size=chip_size, overlap=overlap
+        raster, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs, chip_size=chip_size,
+        overlap=default_overlap(chip_size) if overlap is None else overlap,
     )
     click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.to_text())

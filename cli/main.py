@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
+    except click.UsageError as exc:
+        # One line, like library usage errors; `--help` shows the full usage.
+        hint = f" (see 'segearth-geo {exc.ctx.command.name} --help')" if exc.ctx and exc.ctx.parent else ""
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -94,10 +94,15 @@ gsd_option = click.option(
 overlap_option = click.option(
     "--overlap",
     type=click.IntRange(min=0),
-    default=128,
-    show_default=True,
-    help="Pixels shared by neighbouring chips (context around each chip's core).",
+    default=None,
+    help="Pixels shared by neighbouring chips (context around each chip's core). "
+    "Default: 1/8 of the chip size (128 for SegEarth-R2's 1024-px chips).",
 )
+
+
+def default_overlap(chip_size: int) -> int:
+    """The overlap used when ``--overlap`` is not given: 1/8 of the chip side (128 px for 1024-px chips)."""
+    return int(chip_size) // 8
 chip_size_option = click.option(
     "--chip-size",
     type=click.IntRange(min=1),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import click
-from segearth_geo_cli.options import overlap_option, raster_argument, scene_options
+from segearth_geo_cli.options import default_overlap, overlap_option, raster_argument, scene_options
 
 
 @click.command(name="segment")
@@ -34,7 +34,7 @@ from segearth_geo_cli.options import overlap_option, raster_argument, scene_opti
               help="Also draw the polygons over the scene into this PNG.")
 @click.pass_context
 def command(ctx: click.Context, raster: str, prompt: str, output: str, model: str, bands, bbox, bbox_crs, gsd,
-            overlap: int, threshold: float, min_area, simplify, batch_size: int, device: str, overwrite: bool,
+            overlap: int | None, threshold: float, min_area, simplify, batch_size: int, device: str, overwrite: bool,
             preview: str | None) -> None:
     """Segment RASTER by PROMPT and write labeled polygons to OUT."""
     from segearth_geo.engine import check_request, segment_raster
@@ -42,7 +42,7 @@ def command(ctx: click.Context, raster: str, prompt: str, output: str, model: st
     from segearth_geo.raster import open_scene
 
     started = time.perf_counter()
-    check_request(prompt, out=output, overwrite=overwrite, overlap=overlap, threshold=threshold,
+    check_request(prompt, out=output, overwrite=overwrite, overlap=overlap or 0, threshold=threshold,
                   min_area=min_area, simplify=simplify, batch_size=batch_size)
     if preview is not None:
         _check_preview(preview, overwrite)
@@ -50,6 +50,11 @@ def command(ctx: click.Context, raster: str, prompt: str, output: str, model: st
         pass  # raster, bands and bbox are checked before the (slow) model load
     segmenter = load_segmenter(model, device=device, batch_size=batch_size)
     quiet = bool((ctx.obj or {}).get("quiet"))
+    used = getattr(segmenter, "device_description", None) or getattr(segmenter, "device", device)
+    if overlap is None:
+        overlap = default_overlap(segmenter.chip_size)
+    if not quiet:
+        click.echo(f"Model {model} on {used}: {segmenter.chip_size}-px chips, overlap {overlap} px.", err=True)
     gdf = segment_raster(raster, prompt, segmenter=segmenter, out=output, bbox=bbox, bbox_crs=bbox_crs,
                          overlap=overlap, gsd=gsd, bands=bands, threshold=threshold, min_area=min_area,
                          simplify=simplify, batch_size=batch_size, progress=not quiet, overwrite=overwrite)
@@ -60,7 +65,6 @@ def command(ctx: click.Context, raster: str, prompt: str, output: str, model: st
     stats = gdf.attrs.get("segearth", {})
     counts = gdf["label"].value_counts().sort_index() if len(gdf) else {}
     per_label = ", ".join(f"{count} {label!r}" for label, count in counts.items()) or "none"
-    used = getattr(segmenter, "device", device)
     if quiet:
         return
     click.echo(

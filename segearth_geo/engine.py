@@ -4,9 +4,9 @@ Flow: :func:`~segearth_geo.raster.open_scene` gives the processing grid,
 :func:`~segearth_geo.chips.chip_grid` cuts it into chips of the segmenter's
 ``chip_size``; a reader thread reads chips ahead into a bounded queue (so reading the
 next batch overlaps the segmenter's work) while this thread runs the segmenter batch by
-batch and hands each chip's targets to a :class:`~segearth_geo.stitch.Stitcher`, which
-vectorises each chip core at once (memory stays one batch of chips plus the polygons,
-whatever the scene size). Polygons are then moved to map coordinates, optionally
+batch and queues each batch's targets for a vectoriser thread, whose
+:class:`~segearth_geo.stitch.Stitcher` vectorises each chip core at once (memory stays a
+few batches of chips plus the polygons, whatever the scene size). Polygons are then moved to map coordinates, optionally
 simplified and filtered by area, measured, and written atomically.
 """
 
@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,11 @@ from segearth_geo.vectorize import area_m2, normalise_label, simplify_coverage, 
 
 logger = logging.getLogger(__name__)
 
-QUEUE_BATCHES = 2  # batches read ahead; bounds memory to (QUEUE_BATCHES + 2) batches of chips
+QUEUE_BATCHES = 1  # batches read ahead (besides the one the reader is filling)
+VECTORISE_BATCHES = 1  # segmented batches waiting for the vectoriser thread
+VECTORISE_WORKERS = 2  # chips of a batch vectorised at the same time
+# Memory: at most QUEUE_BATCHES + VECTORISE_BATCHES + 3 batches of chips (and their
+# probabilities) exist at a time, whatever the scene size.
 # GDAL's block cache defaults to 5 % of RAM and fills up as a large scene is read, which would make
 # peak memory grow with the scene. Chips are read in row-major order and only neighbouring chips
 # share blocks, so a small fixed cache is enough (a re-read costs a block decode, not memory).
@@ -223,31 +228,94 @@ def _run(
     stitcher: Stitcher,
     report: _Reporter,
 ) -> list[tuple[Chip, str, list[str]]]:
-    """Segment all chips; returns ``(chip, answer, labels)`` per processed chip, in grid order."""
+    """Segment all chips; returns ``(chip, answer, labels)`` per processed chip, in grid order.
+
+    A pipeline of threads: the reader thread reads chips ahead, this thread runs the
+    segmenter, and the vectoriser thread hands each segmented batch to
+    ``VECTORISE_WORKERS`` threads that threshold and vectorise its chips
+    (:meth:`Stitcher.add`). GDAL reads, GDAL's polygonizer (see
+    :func:`~segearth_geo.vectorize.polygonize`), GEOS and most numpy and torch work release
+    the GIL, so reading and vectorising overlap the segmenter's work and use several
+    cores; memory stays bounded by the two queues.
+    """
     batches: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+    segmented: queue.Queue = queue.Queue(maxsize=VECTORISE_BATCHES)
     stop = threading.Event()
-    thread = threading.Thread(
-        target=_read_ahead, args=(reader, chips, batch_size, batches, stop), name="segearth-chip-reader", daemon=True
-    )
+    failure: list[BaseException] = []  # an error of the vectoriser thread, re-raised here
     records: list[tuple[Chip, str, list[str]]] = []
-    thread.start()
+    threads = [
+        threading.Thread(target=_read_ahead, args=(reader, chips, batch_size, batches, stop),
+                         name="segearth-chip-reader", daemon=True),
+        threading.Thread(target=_vectorise, args=(stitcher, segmented, records, failure, stop),
+                         name="segearth-vectoriser", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     try:
         while True:
-            item = batches.get()
+            item = _get(batches, failure)
             if item is _END:
                 break
             if isinstance(item, BaseException):
                 raise item
+            done = len(item.chips) + item.skipped
             if item.chips:
                 predictions = _segment(segmenter, item.rgbs, prompt, item.chips)
-                for chip, valid, prediction in zip(item.chips, item.valids, predictions):
-                    labels = stitcher.add(chip, prediction.targets, valid)
-                    records.append((chip, str(prediction.answer), labels))
-            report(len(item.chips) + item.skipped)
+                job = (item.chips, item.valids, predictions)
+                del item, predictions  # the chips' RGB is no longer needed: free it before waiting
+                _put(segmented, job, stop)
+                del job
+            report(done)
+        _put(segmented, _END, stop)
+        threads[1].join()  # the vectoriser finishes the queued batches
     finally:
         stop.set()
-        thread.join()
+        for thread in threads:
+            thread.join()
+    if failure:
+        raise failure[0]
     return records
+
+
+def _get(items: queue.Queue, failure: list[BaseException]) -> Any:
+    """Next item of ``items``; re-raises an error of the vectoriser thread instead of waiting forever."""
+    while True:
+        if failure:
+            raise failure[0]
+        try:
+            return items.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+def _vectorise(
+    stitcher: Stitcher,
+    segmented: queue.Queue,
+    records: list[tuple[Chip, str, list[str]]],
+    failure: list[BaseException],
+    stop: threading.Event,
+) -> None:
+    """Vectoriser thread: hand each segmented chip to the stitcher until ``_END``; records stay in grid order."""
+    pool = ThreadPoolExecutor(VECTORISE_WORKERS, thread_name_prefix="segearth-vectoriser")
+    try:
+        while not stop.is_set():
+            try:
+                item = segmented.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            chips, valids, predictions = item
+            # Chips of a batch are vectorised concurrently (GDAL's polygonizer and GEOS run
+            # without the GIL); the stitcher's result does not depend on the order.
+            targets = [p.targets for p in predictions]
+            labels = list(pool.map(stitcher.add, chips, targets, valids))
+            records.extend((c, str(p.answer), ls) for c, p, ls in zip(chips, predictions, labels))
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        failure.append(exc)
+        stop.set()
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _read_ahead(

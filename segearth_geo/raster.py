@@ -129,6 +129,8 @@ class SceneReader:
         self._resampled = not (self._sx == 1 and self._sy == 1)
         coarser = self._sx >= 1 and self._sy >= 1
         self._resampling = Resampling.average if coarser else Resampling.bilinear
+        # uint8 shown as is with three distinct bands: GDAL reads straight into the (h, w, 3) layout.
+        self._direct = list(scene.bands) if scene.stretch is None and len(set(scene.bands)) == 3 else None
         self._lut: np.ndarray | None = None  # (3, 2**bits) uint8 stretch table for 8/16-bit integers
         if scene.stretch is not None:
             lo = np.array([s[0] for s in scene.stretch], dtype=np.float64)
@@ -158,7 +160,8 @@ class SceneReader:
         """Read a processing-grid window.
 
         Returns ``(rgb, valid)``: ``rgb`` uint8 ``(h, w, 3)`` (0 where invalid) and
-        ``valid`` bool ``(h, w)``, with ``h, w`` the window's height and width.
+        ``valid`` bool ``(h, w)``, with ``h, w`` the window's height and width;
+        ``valid`` is a read-only array when the scene has no mask (every pixel valid).
         Raises :class:`UsageError` for a window outside the grid and :class:`RasterError`
         when the data cannot be read (corrupt file, lost connection).
         """
@@ -174,26 +177,36 @@ class SceneReader:
         if self._resampled:
             kwargs["out_shape"] = (len(self._indexes), h, w)
         try:
-            data = self._dataset.read(self._indexes, resampling=self._resampling, **kwargs)  # (n, h, w)
-            if self.scene.mask == "none":
-                valid = np.ones((h, w), dtype=bool)
+            if self._direct is not None:
+                rgb = np.empty((h, w, 3), dtype=np.uint8)
+                self._dataset.read(self._direct, out=rgb.transpose(2, 0, 1), window=src, resampling=self._resampling)
+                data = None
+            else:
+                data = self._dataset.read(self._indexes, resampling=self._resampling, **kwargs)  # (n, h, w)
+            if self.scene.mask == "none":  # read-only view, no memory: chips in flight cost only their RGB
+                valid = np.broadcast_to(np.True_, (h, w))
             else:
                 masks = self._dataset.read_masks(self._indexes, resampling=Resampling.nearest, **kwargs)  # (n, h, w)
                 valid = (masks > 0).any(axis=0)
         except RasterioError as exc:
             raise RasterError(f"cannot read {window} of {self.scene.source}: {exc}") from exc
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= np.isfinite(data).all(axis=0)
-        data = data[self._pos]  # (3, h, w) in R, G, B order
-        if self.scene.stretch is None:
-            rgb = data.astype(np.uint8, copy=False)
-        elif self._lut is not None:  # same values as _stretch, by table lookup
-            index = data if self._lut_offset == 0 else data.astype(np.int32) + self._lut_offset
-            rgb = np.stack([np.take(self._lut[i], index[i]) for i in range(3)])
-        else:
-            rgb = self._stretch(data)
-        rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))  # (h, w, 3)
-        rgb[~valid] = 0
+        all_valid = self.scene.mask == "none"
+        if data is not None:
+            if np.issubdtype(data.dtype, np.floating):
+                finite = np.isfinite(data).all(axis=0)
+                all_valid = all_valid and bool(finite.all())
+                valid = valid & finite
+            data = data[self._pos]  # (3, h, w) in R, G, B order
+            if self.scene.stretch is None:
+                rgb = data.astype(np.uint8, copy=False)
+            elif self._lut is not None:  # same values as _stretch, by table lookup
+                index = data if self._lut_offset == 0 else data.astype(np.int32) + self._lut_offset
+                rgb = np.stack([np.take(self._lut[i], index[i]) for i in range(3)])
+            else:
+                rgb = self._stretch(data)
+            rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))  # (h, w, 3)
+        if not all_valid:
+            rgb[~valid] = 0
         return rgb, valid
 
 

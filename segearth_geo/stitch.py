@@ -24,6 +24,7 @@ plus the polygons themselves, i.e. proportional to the output, not to the scene.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -70,12 +71,14 @@ class Stitcher:
         self.default_label = normalise_label(default_label) or "object"
         self._final: dict[str, list[Piece]] = defaultdict(list)
         self._border: dict[str, list[Piece]] = defaultdict(list)
+        self._lock = threading.Lock()  # add() may run in several threads at once
 
     def add(self, chip: Chip, targets: Iterable[Target], valid: np.ndarray) -> list[str]:
         """Add one chip's targets; ``valid`` is the chip's bool validity ``(h, w)``.
 
         Targets with the same normalised label are merged (per-pixel maximum). Returns the
-        chip's normalised labels in first-seen order.
+        chip's normalised labels in first-seen order. Thread-safe: chips may be added from
+        several threads at once, in any order.
         """
         core = chip.core_in_chip
         rows = slice(int(core.row_off), int(core.row_off + core.height))
@@ -87,11 +90,14 @@ class Stitcher:
             by_label[label] = prob if label not in by_label else np.maximum(by_label[label], prob)
         valid_core = valid[rows, cols]
         origin = (int(chip.core.col_off), int(chip.core.row_off))
+        all_valid = valid_core.all()
         for label, prob in by_label.items():
-            mask = (prob >= self.threshold) & valid_core
-            for piece in mask_pieces(mask, prob, origin):
-                target_list = self._border if self._on_inner_edge(piece, chip) else self._final
-                target_list[label].append(piece)
+            mask = prob >= self.threshold if all_valid else (prob >= self.threshold) & valid_core
+            pieces = mask_pieces(mask, prob, origin)
+            with self._lock:
+                for piece in pieces:
+                    target_list = self._border if self._on_inner_edge(piece, chip) else self._final
+                    target_list[label].append(piece)
         return list(by_label)
 
     def _on_inner_edge(self, piece: Piece, chip: Chip) -> bool:
@@ -122,13 +128,31 @@ class Stitcher:
                 geoms = np.array([p.geometry for p in chunk], dtype=object)
                 items.extend(_finalise(geoms, [p.prob_sum for p in chunk], [p.pixels for p in chunk], transform))
             del final
+            # Merged clusters are finalised a chunk at a time, not one call per cluster.
+            geoms_buf: list[shapely.Polygon] = []
+            sums_buf: list[float] = []
+            pixels_buf: list[int] = []
             for geoms, sums, pixels in _merged(self._border.pop(label, [])):
-                items.extend(_finalise(geoms, sums, pixels, transform))
+                geoms_buf.extend(geoms)
+                sums_buf.extend(sums)
+                pixels_buf.extend(pixels)
+                if len(geoms_buf) >= _CHUNK:
+                    items.extend(_finalise(_objects(geoms_buf), sums_buf, pixels_buf, transform))
+                    geoms_buf, sums_buf, pixels_buf = [], [], []
+            if geoms_buf:
+                items.extend(_finalise(_objects(geoms_buf), sums_buf, pixels_buf, transform))
             regions.extend(_sorted_regions(label, items))
         return regions
 
 
 _CHUNK = 256  # pieces turned into shapely polygons at a time in finish()
+
+
+def _objects(geoms: list[shapely.Geometry]) -> np.ndarray:
+    """A list of geometries as a 1-D object array."""
+    out = np.empty(len(geoms), dtype=object)
+    out[:] = geoms
+    return out
 
 
 def _finalise(geoms: np.ndarray, sums: list[float], pixels: list[int], transform: Affine | None) -> list[tuple]:

@@ -24,7 +24,8 @@ def test_info_text_report(tmp_path) -> None:
     assert "uint16, scene stretch 2-98 %" in out
     assert "1000 x 550 px at 0.5 x 0.5 m per pixel" in out
     assert "validity:   none (all pixels valid)" in out
-    assert "chips:      6 of up to 512 px, overlap 128 px" in out  # 3 columns x 2 rows
+    # default overlap = 1/8 of the chip size; 3 columns x 2 rows
+    assert "chips:      6 of up to 512 px, overlap 64 px" in out
 
 
 def test_info_json_with_options(tmp_path) -> None:

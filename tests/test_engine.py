@@ -302,3 +302,54 @@ def test_segmenter_returning_wrong_shapes_is_refused(tmp_path):
 
     with pytest.raises(ModelError, match="probability shape"):
         sg.segment_raster(_utm(tmp_path), "red", segmenter=Wrong(64), overlap=16)
+
+
+@pytest.mark.parametrize("make", ["uint16_nodata", "jpeg_overviews", "png_world_file_crs"])
+def test_info_segment_and_preview_leave_nothing_next_to_the_input(tmp_path, make):
+    """GDAL may persist statistics/metadata in a ``.aux.xml`` sidecar (PAM); the library never does."""
+    from segearth_geo.preview import render_preview
+    from segearth_geo.raster import summarize_scene
+
+    src_dir, out_dir = tmp_path / "input", tmp_path / "output"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    if make == "uint16_nodata":
+        data = _scene().astype(np.uint16) * 40
+        data[:, :5] = 0
+        path = _utm(src_dir, data, nodata=0)
+    elif make == "jpeg_overviews":
+        path = _utm(src_dir, compress="jpeg", photometric="ycbcr", tiled=True, blockxsize=64, blockysize=64)
+        import rasterio
+        from rasterio.enums import Resampling
+
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews([2], Resampling.average)
+    else:
+        path = write_png(src_dir / "scene.png", 230, 150, world_file=from_origin(*UTM_ORIGIN, 0.5, 0.5), crs=UTM)
+    before = {p.name: p.read_bytes() for p in src_dir.iterdir()}
+
+    summarize_scene(path)
+    summarize_scene(path, gsd=0.8, bbox=(UTM_ORIGIN[0], UTM_ORIGIN[1] - 40, UTM_ORIGIN[0] + 60, UTM_ORIGIN[1]))
+    gdf = sg.segment_raster(path, "red", segmenter=ColourSegmenter(64), overlap=16, out=out_dir / "out.gpkg")
+    sg.segment_raster(path, "red", segmenter=ColourSegmenter(64), overlap=16, gsd=0.7)
+    render_preview(path, gdf, out_dir / "preview.png")
+
+    assert len(gdf) > 0
+    assert {p.name: p.read_bytes() for p in src_dir.iterdir()} == before
+
+
+def test_vectoriser_error_reaches_the_caller(tmp_path, monkeypatch):
+    """An error in the vectoriser thread (here a simulated one) is re-raised, and no thread is left behind."""
+    from segearth_geo.stitch import Stitcher
+
+    calls = []
+
+    def broken_add(self, chip, targets, valid):
+        calls.append(chip.index)
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(Stitcher, "add", broken_add)
+    with pytest.raises(MemoryError, match="simulated"):
+        sg.segment_raster(_utm(tmp_path), "red", segmenter=ColourSegmenter(64), overlap=16, batch_size=2)
+    assert calls
+    assert not [t for t in threading.enumerate() if t.name.startswith("segearth-")]

@@ -389,3 +389,18 @@ def test_grid_transform_maps_exactly_onto_the_bbox_window(utm_301x203, x0, y0, w
         assert rgb.shape == (s.height, s.width, 3)
     finally:
         context.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("bands, gsd", [(None, None), ((3, 1, 2), None), (None, 0.7), ((2, 3, 1), 0.35)])
+def test_uint8_reads_straight_into_hwc_equal_gdal_band_reads(tmp_path, bands, gsd) -> None:
+    """The uint8 fast path (GDAL writes the (h, w, 3) layout) gives exactly GDAL's own band reads."""
+    path = write_utm(tmp_path / "u.tif", 301, 203)
+    window = Window(7, 5, 90, 61)
+    with open_scene(path, bands=bands, gsd=gsd) as reader, rasterio.open(path) as ds:
+        assert reader.scene.mask == "none"
+        rgb, valid = reader.read(window)
+        src = reader.source_window(window)
+        kwargs = {} if gsd is None else {"out_shape": (3, 61, 90), "resampling": reader._resampling}
+        expected = ds.read(list(reader.scene.bands), window=src, **kwargs)  # (3, h, w)
+    assert rgb.shape == (61, 90, 3) and rgb.flags.c_contiguous and valid.all()
+    np.testing.assert_array_equal(rgb, expected.transpose(1, 2, 0))

@@ -74,7 +74,7 @@ def test_rows_equal_eager_attention(padded):
 def test_padding_is_honoured_by_the_registered_mask():
     # Without AttentionMaskInterface registration the padded keys would be attended to silently.
     _, ours = _pair()
-    embeds, mask, positions, request = _inputs(True)
+    embeds, mask, positions, _ = _inputs(True)
     a = ours(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
     changed = embeds.clone()
     changed[1, 15:] = 100.0  # garbage in the padding

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import tiny_config, tiny_tokenizer
+
 from segearth_geo.data.sample import Sample
 from segearth_geo.errors import UsageError
 from segearth_geo.model.tokenizer import seg_token_id

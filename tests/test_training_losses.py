@@ -46,7 +46,7 @@ def test_text_loss_all_ignored_is_zero_not_nan_and_backpropagates():
     assert loss.item() == 0.0 and not math.isnan(loss.item())
     loss.backward()
     labels = torch.full((1, 4), IGNORE_INDEX)
-    b, p, target = shifted_text_targets(labels)
+    _, _, target = shifted_text_targets(labels)
     assert target.numel() == 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
 import shapely
+import shapely.geometry
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -104,3 +106,59 @@ def test_simplify_coverage_keeps_valid_and_reduces_vertices():
     assert not shapely.intersects(out[0], out[1]) or shapely.intersection(out[0], out[1]).area == 0
     with pytest.raises(ValueError):
         simplify_coverage(out, -1)
+
+
+def _rasterio_polygons(mask: np.ndarray) -> list[bytes]:
+    import rasterio.features
+
+    return [shapely.to_wkb(shapely.geometry.shape(g)) for g, _ in
+            rasterio.features.shapes(mask.view(np.uint8), mask=mask, connectivity=4)]
+
+
+@pytest.mark.parametrize("seed, density, shape", [(0, 0.45, (97, 131)), (1, 0.6, (40, 300)), (2, 0.05, (64, 64))])
+def test_direct_gdal_polygonize_equals_rasterio_shapes(seed, density, shape):
+    from segearth_geo.vectorize import _GDAL, polygonize
+
+    mask = np.random.default_rng(seed).random(shape) < density  # holes, corner contacts, one-pixel pieces
+    mask[5:9, 5:9] = True
+    mask[6:8, 6:8] = False  # a ring around a hole
+    direct = _GDAL.polygonize(np.ascontiguousarray(mask).view(np.uint8))
+    if sys.platform.startswith("linux"):
+        assert direct is not None, "the GIL-free polygonizer should find rasterio's libgdal on Linux"
+    expected = _rasterio_polygons(mask)
+    got = [shapely.to_wkb(g) for g in polygonize(mask)]
+    assert got == expected  # same polygons, same vertices, same order
+    if direct is not None:
+        assert [shapely.to_wkb(g) for g in direct] == expected
+
+
+def test_polygonize_of_a_non_contiguous_view_and_rasterio_fallback(monkeypatch):
+    from segearth_geo import vectorize
+
+    mask = np.zeros((30, 40), bool)
+    mask[3:20, 5:35] = True
+    mask[8:12, 10:15] = False
+    view = mask[2:28:1, 4:38]  # not C-contiguous
+    expected = _rasterio_polygons(np.ascontiguousarray(view))
+    assert [shapely.to_wkb(g) for g in vectorize.polygonize(view)] == expected
+    monkeypatch.setattr(vectorize._GDAL, "polygonize", lambda mask: None)  # e.g. not Linux
+    assert [shapely.to_wkb(g) for g in vectorize.polygonize(view)] == expected
+
+
+def test_drop_collinear_matches_simplify_zero_and_keeps_the_point_set():
+    import rasterio.features
+
+    from segearth_geo.vectorize import drop_collinear
+
+    mask = np.random.default_rng(3).random((120, 120)) < 0.55
+    pieces = []
+    for r0 in (0, 60):  # vectorise quadrants, then union: the union has collinear vertices on the cuts
+        for c0 in (0, 60):
+            quadrant = np.ascontiguousarray(mask[r0:r0 + 60, c0:c0 + 60])
+            pieces += [shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(
+                quadrant.view(np.uint8), mask=quadrant, connectivity=4, transform=Affine.translation(c0, r0))]
+    merged = shapely.get_parts(shapely.union_all(np.array(pieces, dtype=object)))
+    dropped = drop_collinear(merged)
+    assert shapely.get_num_coordinates(dropped).sum() < shapely.get_num_coordinates(merged).sum()
+    assert shapely.equals(dropped, merged).all()
+    assert (shapely.normalize(dropped) == shapely.normalize(shapely.simplify(merged, 0.0))).all()

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import torch
 
 from segearth_geo.errors import CheckpointError
+from segearth_geo.model.swin import relative_position_index
 
 log = logging.getLogger(__name__)
 
@@ -149,31 +150,13 @@ def empty_model(config, device, dtype):
         model = SegEarthR2(config)
     model = model.to_empty(device=device)
     model.to(dtype=dtype)
-    materialize_buffers(model, device)
+    model.materialize_buffers(device)
     persistent = set(model.state_dict())
     for name, _ in model.named_buffers():
         if name not in persistent and name.rsplit(".", 1)[-1] not in ("inv_freq", "original_inv_freq", "position_ids"):
             raise CheckpointError(f"the non-persistent buffer {name!r} is not rebuilt after loading; add it to "
                                   "SegEarthR2.materialize_buffers")
     return model
-
-
-def materialize_buffers(model, device) -> None:
-    """Recompute the non-persistent buffers absent from checkpoints: Phi rotary ``inv_freq`` (fp32) and SigLIP
-    ``position_ids`` (spec §15 rule 4)."""
-    from transformers.models.phi.modeling_phi import PhiRotaryEmbedding
-
-    model.model.rotary_emb = PhiRotaryEmbedding(config=model.model.config).to(device)
-    embeddings = model.model.vision_tower.vision_model.embeddings
-    ids = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
-    embeddings.register_buffer("position_ids", ids, persistent=False)
-
-
-def relative_position_index(window: int) -> torch.Tensor:
-    """Swin's relative position index ``[window², window²]`` (int64)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # [w²,w²,2]
-    return relative[..., 0] * (2 * window - 1) + relative[..., 1]
 
 
 def _check_relative_position_index(key: str, tensor: torch.Tensor) -> None:

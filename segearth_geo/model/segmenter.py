@@ -103,11 +103,8 @@ class SegEarthR2Segmenter:
             raise UsageError(f"seg_pass must be 'cache' or 'full', not {seg_pass!r}")
         self.seg_pass = seg_pass
         self.device, self.dtype = resolve_device(device, dtype)
+        # SegEarthR2 keeps the rotary inv_freq in fp32 through dtype casts by itself.
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        if self.dtype != torch.float32:
-            from segearth_geo.model.checkpoint import materialize_buffers
-
-            materialize_buffers(self.model, self.device)  # keep the rotary inv_freq in fp32
         self.tokenizer = tokenizer
         self.config = model.config
         if len(tokenizer) != self.config.vocab_size:

@@ -14,8 +14,9 @@ Ground truth stays at the image's own resolution (the mask loss maps canvas poin
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class TrainBatch:
 
     def to(self, device: torch.device | str) -> TrainBatch:
         """Tensors moved to ``device`` (ids and masks too; they are small)."""
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=True)
         return TrainBatch(
             input_ids=[move(t) for t in self.input_ids],
             labels=[move(t) for t in self.labels],
@@ -132,14 +133,15 @@ class Collator:
     Args:
         tokenizer: the model's tokenizer (``[SEG]`` = last id).
         config: the model's :class:`~segearth_geo.model.configuration.SegEarthR2Config`.
-        max_length: spliced-sequence limit (default ``config.max_length``).
+        max_length: spliced-sequence limit (default and upper bound ``config.max_length``).
         attention_gt_size: intermediate nearest-resize side of the attention GT (official 800).
     """
 
     def __init__(self, tokenizer, config, max_length: int | None = None, attention_gt_size: int = 800) -> None:
         self.tokenizer = tokenizer
         self.config = config
-        self.max_length = config.max_length if max_length is None else max_length
+        # never longer than the model accepts (build_inputs checks config.max_length)
+        self.max_length = config.max_length if max_length is None else min(max_length, config.max_length)
         if self.max_length <= config.num_image_tokens:
             raise UsageError(
                 f"max_length {self.max_length} leaves no room for text next to the {config.num_image_tokens} image tokens"

@@ -9,9 +9,10 @@ Unknown keys raise :class:`~segearth_geo.errors.UsageError` listing the valid on
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -120,9 +121,14 @@ def micro_batches(dataset: MicroBatches, start: int, num_workers: int = 0) -> It
             k += 1
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=_Counter(start), num_workers=num_workers,
-        collate_fn=lambda x: x, persistent_workers=False, prefetch_factor=2,
+        collate_fn=_identity, persistent_workers=False, prefetch_factor=2,
+        generator=torch.Generator(),  # its own seed source: the global RNG stream stays the model's
     )
     yield from loader
+
+
+def _identity(item: Any) -> Any:
+    return item
 
 
 class _Counter(torch.utils.data.Sampler):

@@ -19,7 +19,11 @@ import torch
 from torch import nn
 
 from segearth_geo.errors import ModelError
-from segearth_geo.training.attention_rows import SegRowRequest, capture_rows, use_seg_rows_attention
+from segearth_geo.training.attention_rows import (
+    SegRowRequest,
+    capture_rows,
+    use_seg_rows_attention,
+)
 from segearth_geo.training.collate import TrainBatch
 from segearth_geo.training.losses import (
     MaskLossSettings,

@@ -39,10 +39,11 @@ def merge_checkpoint(checkpoint: str | Path, output: str | Path, dtype: torch.dt
     The run's configuration (saved in the checkpoint) tells how the model was built; its base
     weights come from the starting checkpoint (or the run's ``init`` folder).
     """
+    from safetensors.torch import load_file
+
     from segearth_geo.training.config import TrainConfig
     from segearth_geo.training.setup import add_lora, build_model, select_trainable
     from segearth_geo.training.state import load_trainable_state, resolve_resume
-    from safetensors.torch import load_file
 
     path = resolve_resume(str(checkpoint), Path(checkpoint))
     if path is None:

@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -45,7 +45,11 @@ def _template_corpus() -> list[str]:
 
 def build_tokenizer(cfg: TrainConfig, texts: Iterable[str], output_dir: Path):
     """The tokenizer for a preset start: saved one (resume), phi-2's, a folder's, or one trained on ``texts``."""
-    from segearth_geo.model.tokenizer import build_phi2_tokenizer, load_tokenizer, train_tokenizer
+    from segearth_geo.model.tokenizer import (
+        build_phi2_tokenizer,
+        load_tokenizer,
+        train_tokenizer,
+    )
 
     saved = output_dir / TOKENIZER_DIR
     if (saved / "tokenizer.json").is_file():

@@ -61,7 +61,7 @@ class RngState:
     def to_json(self) -> dict[str, Any]:
         version, internal, gauss = self.python
         name, keys, pos, has_gauss, cached = self.numpy
-        b64 = lambda t: base64.b64encode(t.numpy().tobytes()).decode()  # noqa: E731
+        b64 = lambda t: base64.b64encode(t.numpy().tobytes()).decode()
         return {
             "python": [version, list(internal), gauss],
             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
@@ -73,7 +73,7 @@ class RngState:
     def from_json(cls, data: dict[str, Any]) -> RngState:
         version, internal, gauss = data["python"]
         name, keys, pos, has_gauss, cached = data["numpy"]
-        unb64 = lambda s: torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()  # noqa: E731
+        unb64 = lambda s: torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
         return cls(
             (version, tuple(internal), gauss),
             (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),

@@ -65,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
 def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
     """Multiplier of the base LR after ``step`` optimizer steps (HF cosine-with-warm-up semantics)."""
     if step < warmup:
-        return (step + 1) / (warmup + 1) if warmup else 1.0
+        return step / warmup  # the first step runs at LR 0, as in transformers' scheduler
     if schedule == "constant":
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
@@ -129,7 +129,12 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     from segearth_geo.training import setup
     from segearth_geo.training.collate import Collator
     from segearth_geo.training.data import MicroBatches, micro_batches, open_source
-    from segearth_geo.training.state import RngState, load_checkpoint, resolve_resume, save_checkpoint
+    from segearth_geo.training.state import (
+        RngState,
+        load_checkpoint,
+        resolve_resume,
+        save_checkpoint,
+    )
 
     cfg = config
     device = resolve_device(cfg.device)
@@ -199,7 +204,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
                desc="train", dynamic_ncols=True)
     setup.set_train_mode(model, cfg)
     rng_at_step_start = RngState.capture()
-    save = lambda s, rng: save_checkpoint(  # noqa: E731
+    save = lambda s, rng: save_checkpoint(
         out, s, model, optimizer, scheduler, rng, cfg.to_dict(), ddp.rank, ddp.world, cfg.keep_checkpoints,
         ddp.barrier,
     )
@@ -291,7 +296,7 @@ class _Logs:
             return
         path = out / "log.csv"
         new = not (append and path.is_file())
-        self.csv_file = open(path, "w" if new else "a", newline="", encoding="utf-8")
+        self.csv_file = open(path, "w" if new else "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.csv = csv.DictWriter(self.csv_file, fieldnames=LOG_FIELDS, extrasaction="ignore")
         if new:
             self.csv.writeheader()

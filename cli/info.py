@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from segearth_geo_cli.options import chip_size_option, default_overlap, overlap_option, raster_argument, scene_options
 
 

@@ -11,7 +11,6 @@ import importlib.util
 import os
 
 
-
 def _has_qgis() -> bool:
     # `tests/qgis` itself looks like a namespace package named `qgis` from here: ask for qgis.core.
     try:

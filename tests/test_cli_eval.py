@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from data_fixtures import write_eval_lasers
 
 FIXTURES = Path(__file__).with_name("data_fixtures.py")

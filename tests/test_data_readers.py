@@ -7,8 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
-
 from data_fixtures import box, paint, save, write_earthreason, write_lasers, write_phrase_list, write_rrsisd
+
 from segearth_geo.data import NO_TARGET_ANSWER, Sample, SampleLoadError, open_dataset
 from segearth_geo.data.lasers import dimensions_from_name
 from segearth_geo.data.rle import RLEError, decode_counts, encode_counts, rle_decode, rle_encode

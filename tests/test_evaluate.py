@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from data_fixtures import ColourPredictor, RedSegmenter, write_eval_lasers
+
 from segearth_geo.data import open_dataset
 from segearth_geo.errors import ModelError, UsageError
 from segearth_geo.evaluation import evaluate
@@ -92,6 +92,7 @@ def test_probability_threshold_is_strictly_above_half(reader):
 
 def test_nothing_loadable_is_a_dataset_error(tmp_path):
     from data_fixtures import box, write_lasers
+
     from segearth_geo.errors import DatasetError
 
     (tmp_path / "test" / "images").mkdir(parents=True)
@@ -126,6 +127,7 @@ def test_tiny_segearth_r2_end_to_end(reader):
     one mask per reference [SEG], at the image's size, independent of the batch size."""
     import torch
     from model_fixtures import tiny_model_and_tokenizer
+
     from segearth_geo.model.segmenter import SegEarthR2Segmenter
 
     torch.set_num_threads(1)

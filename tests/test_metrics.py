@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from data_fixtures import box
+
 from segearth_geo.errors import UsageError
 from segearth_geo.evaluation.metrics import (
     IoUSummary,

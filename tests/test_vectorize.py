@@ -12,7 +12,13 @@ import shapely.geometry
 from affine import Affine
 from rasterio.crs import CRS
 
-from segearth_geo.vectorize import area_m2, mask_pieces, normalise_label, simplify_coverage, to_map
+from segearth_geo.vectorize import (
+    area_m2,
+    mask_pieces,
+    normalise_label,
+    simplify_coverage,
+    to_map,
+)
 
 # WGS84 ellipsoid
 A = 6378137.0
@@ -117,7 +123,7 @@ def _rasterio_polygons(mask: np.ndarray) -> list[bytes]:
 
 @pytest.mark.parametrize("seed, density, shape", [(0, 0.45, (97, 131)), (1, 0.6, (40, 300)), (2, 0.05, (64, 64))])
 def test_direct_gdal_polygonize_equals_rasterio_shapes(seed, density, shape):
-    from segearth_geo.vectorize import _GDAL, polygonize
+    from segearth_geo.polygonize import _GDAL, polygonize
 
     mask = np.random.default_rng(seed).random(shape) < density  # holes, corner contacts, one-pixel pieces
     mask[5:9, 5:9] = True
@@ -133,16 +139,16 @@ def test_direct_gdal_polygonize_equals_rasterio_shapes(seed, density, shape):
 
 
 def test_polygonize_of_a_non_contiguous_view_and_rasterio_fallback(monkeypatch):
-    from segearth_geo import vectorize
+    from segearth_geo import polygonize as module
 
     mask = np.zeros((30, 40), bool)
     mask[3:20, 5:35] = True
     mask[8:12, 10:15] = False
     view = mask[2:28:1, 4:38]  # not C-contiguous
     expected = _rasterio_polygons(np.ascontiguousarray(view))
-    assert [shapely.to_wkb(g) for g in vectorize.polygonize(view)] == expected
-    monkeypatch.setattr(vectorize._GDAL, "polygonize", lambda mask: None)  # e.g. not Linux
-    assert [shapely.to_wkb(g) for g in vectorize.polygonize(view)] == expected
+    assert [shapely.to_wkb(g) for g in module.polygonize(view)] == expected
+    monkeypatch.setattr(module._GDAL, "polygonize", lambda mask: None)  # e.g. not Linux
+    assert [shapely.to_wkb(g) for g in module.polygonize(view)] == expected
 
 
 def test_drop_collinear_matches_simplify_zero_and_keeps_the_point_set():

@@ -20,9 +20,8 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "qgis"))
-from engine_models import HERE as MODELS_FILE  # noqa: E402
 from engine_models import COLOUR_MODEL, LABELS, PROMPT, SLOW_MODEL  # noqa: E402
-
+from engine_models import HERE as MODELS_FILE  # noqa: E402
 from synthetic_scene import BLUE_SQUARE, ORIGIN, RED_SQUARE, pixel_box, scene_array  # noqa: E402
 
 UTM = "EPSG:32633"

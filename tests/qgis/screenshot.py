@@ -26,10 +26,9 @@ def main(out: str, workdir: str) -> int:
     import qgis.utils
     from engine_models import COLOUR_MODEL, PROMPT
     from qgis_interface import HeadlessInterface
-    from synthetic_scene import write_geotiff
-
     from segearth_qgis.core.engine_client import EngineSettings
     from segearth_qgis.settings_dialog import save_engine_settings
+    from synthetic_scene import write_geotiff
 
     iface = HeadlessInterface()
     qgis.utils.iface = iface

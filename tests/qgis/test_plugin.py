@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -12,8 +13,6 @@ from pathlib import Path
 
 import pytest
 from engine_models import COLOUR_MODEL, LABELS, PROMPT, SLOW_MODEL, TEST_MODEL
-from synthetic_scene import BLUE_SQUARE, CRS, RED_SQUARE, pixel_box, write_geotiff
-
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -24,6 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget
+from synthetic_scene import BLUE_SQUARE, CRS, RED_SQUARE, pixel_box, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -280,7 +280,6 @@ def test_screenshot_under_xvfb_shows_dock_and_result(qgis_app, engine_settings, 
 
     import numpy as np
     from qgis.PyQt.QtGui import QImage
-
     from segearth_qgis.core.layers import PALETTE
 
     xvfb_run = shutil.which("xvfb-run")
@@ -378,11 +377,19 @@ needs_real_model = pytest.mark.skipif(
     reason="needs the bundled demo model (or SEGEARTH_TEST_MODEL) and sample_tiles/synthearth_airport.tif")
 
 
-def _sample_area_and_truth():
+@pytest.fixture
+def sample(tmp_path) -> Path:
+    """A copy of the sample scene and its truth: QGIS writes statistics (.aux.xml) next to rasters it opens."""
+    for name in (SAMPLE.name, SAMPLE.stem + "_truth.gpkg"):
+        shutil.copy(SAMPLE.with_name(name), tmp_path / name)
+    return tmp_path / SAMPLE.name
+
+
+def _sample_area_and_truth(sample: Path):
     """A small area around three airplanes of the scene's truth, and the truth geometries (scene CRS)."""
     from qgis.core import QgsFeatureRequest, QgsGeometry
 
-    truth = QgsVectorLayer(f"{SAMPLE.with_name(SAMPLE.stem + '_truth.gpkg')}|layername=objects", "truth", "ogr")
+    truth = QgsVectorLayer(f"{sample.with_name(sample.stem + '_truth.gpkg')}|layername=objects", "truth", "ogr")
     assert truth.isValid()
     planes = [f.geometry() for f in truth.getFeatures(QgsFeatureRequest().setFilterExpression("\"label\" = 'airplane'"))]
     assert planes, "the airport scene has airplanes in its truth"
@@ -401,10 +408,10 @@ def _assert_overlaps_truth(layer: QgsVectorLayer, truth_union, truth_crs) -> Non
 
 
 @needs_real_model
-def test_dock_on_sample_scene_with_model_overlaps_truth(dock, iface, project):
-    area, truth_union, truth_crs = _sample_area_and_truth()
+def test_dock_on_sample_scene_with_model_overlaps_truth(dock, iface, project, sample):
+    area, truth_union, truth_crs = _sample_area_and_truth(sample)
     _set_model(TEST_MODEL)
-    layer = add_raster(SAMPLE, "airport")
+    layer = add_raster(sample, "airport")
     canvas = iface.mapCanvas()
     canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     to_canvas = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), project)
@@ -418,14 +425,14 @@ def test_dock_on_sample_scene_with_model_overlaps_truth(dock, iface, project):
 
 
 @needs_real_model
-def test_processing_on_sample_scene_with_model_overlaps_truth(plugin, project, tmp_path):
+def test_processing_on_sample_scene_with_model_overlaps_truth(plugin, project, tmp_path, sample):
     import processing
 
-    area, truth_union, truth_crs = _sample_area_and_truth()
+    area, truth_union, truth_crs = _sample_area_and_truth(sample)
     _set_model(TEST_MODEL)
     extent = f"{area.xMinimum()},{area.xMaximum()},{area.yMinimum()},{area.yMaximum()} [{truth_crs.authid()}]"
     result = processing.run("segearth:segment_by_prompt", {
-        "INPUT": str(SAMPLE), "EXTENT": extent, "PROMPT": SAMPLE_PROMPT, "OUTPUT": str(tmp_path / "p.gpkg")})
+        "INPUT": str(sample), "EXTENT": extent, "PROMPT": SAMPLE_PROMPT, "OUTPUT": str(tmp_path / "p.gpkg")})
     _assert_overlaps_truth(QgsVectorLayer(result["OUTPUT"], "out", "ogr"), truth_union, truth_crs)
 
 

@@ -5,7 +5,7 @@ Names are imported lazily so that ``import segearth_geo.data`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from segearth_geo.lazy import lazy_exports
 
 _EXPORTS = {
     "Sample": "segearth_geo.data.sample",
@@ -23,12 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        # Cache it: importing a submodule of the same name (``evaluate``) would otherwise
-        # leave the submodule, not the function, as this package's attribute.
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'segearth_geo.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,7 @@ Names are imported lazily so that ``import segearth_geo.model`` does not pull in
 
 from __future__ import annotations
 
-import importlib
+from segearth_geo.lazy import lazy_exports
 
 _EXPORTS = {
     "SegEarthR2Config": "segearth_geo.model.configuration",
@@ -19,8 +19,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'segearth_geo.model' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

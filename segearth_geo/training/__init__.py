@@ -8,7 +8,7 @@ Entry points (imported lazily so that ``import segearth_geo.training`` stays che
 
 from __future__ import annotations
 
-import importlib
+from segearth_geo.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "segearth_geo.training.config",
@@ -32,8 +32,4 @@ __all__ = [
     "train",
 ]
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'segearth_geo.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

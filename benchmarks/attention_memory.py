@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, v in (("eager output_attentions", e), ("SDPA + [SEG] rows (ours)", r), ("SDPA, no L_S (floor)", f)):
         print(f"| {name} | {v['kept_bytes'] / mib:.1f} | {v['kept_bytes'] / mib / args.layers:.1f} | "
               f"{v['peak_bytes'] / mib:.1f} |")
-    print(f"ratio eager/ours: kept {e['kept_bytes'] / r['kept_bytes']:.2f}x, peak {e['peak_bytes'] / max(r['peak_bytes'], 1):.2f}x")
+    kept, peak = e["kept_bytes"] / r["kept_bytes"], e["peak_bytes"] / max(r["peak_bytes"], 1)
+    print(f"ratio eager/ours: kept {kept:.2f}x, peak {peak:.2f}x")
     extra = (e["kept_bytes"] - r["kept_bytes"]) / args.layers * 32 / mib
     ours = (r["kept_bytes"] - f["kept_bytes"]) / args.layers * 32 / mib
     print(f"extrapolated to 32 layers, per sample: eager keeps {extra:.0f} MiB more than ours; "

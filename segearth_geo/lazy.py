@@ -11,9 +11,9 @@ from typing import Any
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` that imports ``exports[name]`` (a module path) on first use of ``name``.
 
-    The value is cached in the package namespace: otherwise importing a submodule that has the
-    same name as an exported function (``evaluation.evaluate``) would leave the submodule, not the
-    function, as the package attribute.
+    The value is cached in the package namespace. A name that is also a submodule's name
+    (``evaluation.evaluate``) must still be bound eagerly by the package: importing the submodule
+    first sets the package attribute to the module, and ``__getattr__`` is then never asked.
     """
     namespace = sys.modules[package].__dict__
 

@@ -105,8 +105,11 @@ def mask_pieces(mask: np.ndarray, probability: np.ndarray, origin: tuple[int, in
         return [Piece(r, s, n) for r, s, n in zip(rings, sums, pixels)]
     # Burn each polygon's number back (pixel-centre rule: exact for pixel-edge polygons) to
     # sum the probabilities per piece; ids: (h, w) int32, 0 outside the mask.
+    # Shapes and transform are both shifted by one pixel: rasterio warns (NotGeoreferencedWarning) on an
+    # identity transform, and a warnings filter is process-global, so not safe in the vectoriser thread.
     ids = rasterio.features.rasterize(
-        zip(shapes, range(1, len(shapes) + 1)), out_shape=mask.shape, fill=0, dtype="int32"
+        zip(shapely.transform(shapes, lambda xy: xy + 1.0), range(1, len(shapes) + 1)),
+        out_shape=mask.shape, transform=Affine.translation(1.0, 1.0), fill=0, dtype="int32",
     )
     sums = np.bincount(ids[mask], weights=values, minlength=len(rings) + 1)
     return [Piece(r, float(sums[i + 1]), pixels[i]) for i, r in enumerate(rings)]

@@ -140,3 +140,15 @@ def test_tiny_segearth_r2_end_to_end(reader):
     assert [r.scores for r in single.samples] == [r.scores for r in forced.samples]
     generated = evaluate(segmenter, reader, batch_size=2)
     assert [r.n_predicted for r in generated.samples] == [r.answer.count("[SEG]") for r in generated.samples]
+
+
+def test_evaluate_is_the_function_whichever_import_comes_first():
+    """``evaluation.evaluate`` names a submodule and a function; the package must export the function."""
+    import subprocess
+    import sys
+
+    code = ("import segearth_geo.evaluation.evaluate\n"
+            "from segearth_geo.evaluation import evaluate\n"
+            "assert callable(evaluate) and evaluate.__name__ == 'evaluate', evaluate\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr

@@ -206,7 +206,8 @@ def test_scene_is_deterministic_and_keeps_metric_sizes(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"crs": "EPSG:4326"}, {"width": 10}, {"theme": "moon"}, {"gsd": 0.0}, {"block": 300}, {"compress": "lzw"}, {"crs": "nonsense"}],
+    [{"crs": "EPSG:4326"}, {"width": 10}, {"theme": "moon"}, {"gsd": 0.0}, {"block": 300}, {"compress": "lzw"},
+     {"crs": "nonsense"}],
 )
 def test_scene_rejects_bad_arguments(tmp_path, kwargs):
     args = {"width": 300, "height": 300} | kwargs

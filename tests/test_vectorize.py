@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -49,12 +50,15 @@ def test_mask_pieces_regions_holes_and_sums():
     mask[9, 9] = True  # touches the square only at a corner: its own piece
     prob = np.where(mask, 0.8, 0.1).astype(np.float32)
     prob[1, 1] = 1.0
-    pieces = mask_pieces(mask, prob, origin=(100, 200))
+    prob[9, 9] = 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NotGeoreferencedWarning from burning the pieces back
+        pieces = mask_pieces(mask, prob, origin=(100, 200))
     assert len(pieces) == 2
     square = max(pieces, key=lambda p: p.pixels)
     speck = min(pieces, key=lambda p: p.pixels)
     assert square.pixels == 64 - 9 and speck.pixels == 1
-    assert square.prob_sum == pytest.approx(54 * 0.8 + 1.0)
+    assert square.prob_sum == pytest.approx(54 * 0.8 + 1.0) and speck.prob_sum == pytest.approx(0.3)
     assert len(square.geometry.interiors) == 1
     assert square.geometry.bounds == (101, 201, 109, 209)  # pixel edges, shifted by origin
     assert square.geometry.area == 55

@@ -19,3 +19,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+
+# ``evaluate`` is also the name of a submodule: importing ``segearth_geo.evaluation.evaluate`` first
+# would make the package attribute the module. Binding the function here (the submodule is light:
+# no torch) settles it for good, whatever is imported first.
+from segearth_geo.evaluation.evaluate import evaluate as evaluate  # noqa: E402

@@ -11,7 +11,9 @@ masks in ``[SEG]`` order and the four LaSeRS dimension tags:
   "where could this plane take off?" → runway);
 * length: ``short`` / ``long`` — decided by the instruction's word count (:data:`LONG_WORDS`).
 
-A few questions ask for something absent; their answer has no ``[SEG]`` and no mask.
+A few questions ask for something absent; their answer has no ``[SEG]`` and no mask. Short
+semantic and "absent" instructions include bare noun phrases ("all the buildings", "buildings"),
+the way people type into a prompt box.
 """
 
 from __future__ import annotations
@@ -156,7 +158,9 @@ def _semantic(v: _Visible, rng, theme) -> Question | None:
         return None
     cat = str(rng.choice(cats))
     plural = CATEGORIES[cat]
-    short = str(rng.choice([f"Segment all the {plural}.", f"Find every {cat} in the image.", f"Show me the {plural}."]))
+    # The last two are what users type in a prompt box: a bare noun phrase, no verb.
+    short = str(rng.choice([f"Segment all the {plural}.", f"Find every {cat} in the image.", f"Show me the {plural}.",
+                            f"all the {plural}", plural]))
     long = _long_explicit(rng, theme, f"Please segment all of the {plural} that are visible anywhere in the scene, including partly visible ones.")
     text, length = _with_length(rng, short, long)
     return Question(text, _answer([cat], rng), [v.semantic(cat)], [cat], _tags("semantic", 1, True, length))
@@ -273,7 +277,7 @@ def _absent(v: _Visible, rng, theme) -> Question | None:
     if not absent:
         return None
     cat = str(rng.choice(absent))
-    short = f"Segment the {CATEGORIES[cat]}."
+    short = str(rng.choice([f"Segment the {CATEGORIES[cat]}.", f"all the {CATEGORIES[cat]}"]))
     text, length = _with_length(rng, short, _long_explicit(rng, theme, f"Please find and segment every {cat} that appears in this image, if there is one."))
     answer = str(rng.choice([f"There is no {cat} in the image.", f"Sorry, I cannot find any {cat} in this image."]))
     return Question(text, answer, [], [], _tags("semantic", 1, True, length))

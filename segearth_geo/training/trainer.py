@@ -152,7 +152,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
 
     # -- data first (a trained tokenizer reads its texts), sized by the model's canvas
     samples = open_source(cfg.dataset, cfg.data_root, cfg.split, _canvas_side(cfg), cfg.synth_seed, cfg.synth_samples)
-    built = setup.build_model(cfg, out, texts=_sample_texts(samples, cfg.tokenizer_corpus_samples), rank=ddp.rank, barrier=ddp.barrier)
+    texts = _sample_texts(samples, cfg.tokenizer_corpus_samples)
+    built = setup.build_model(cfg, out, texts=texts, rank=ddp.rank, barrier=ddp.barrier)
     model, tokenizer = built.model, built.tokenizer
     if cfg.use_lora:
         n_lora = setup.add_lora(model, cfg)

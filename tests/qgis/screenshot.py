@@ -1,8 +1,12 @@
 """Run the plugin in a QGIS window under X (Xvfb) and save a screenshot of the dock and the result.
 
-    xvfb-run -a /usr/bin/python3 tests/qgis/screenshot.py OUT.png WORKDIR
+    xvfb-run -a /usr/bin/python3 tests/qgis/screenshot.py OUT.png WORKDIR [RASTER PROMPT MODEL]
 
-Used by ``test_screenshot_under_xvfb``; prints one JSON line with what it saw.
+Used by ``test_screenshot_under_xvfb`` (a generated scene and the colour test segmenter); prints
+one JSON line with what it saw. README's picture is the airport sample scene with the demo model:
+
+    xvfb-run -a /usr/bin/python3 tests/qgis/screenshot.py docs/images/qgis_segearth_dock.png /tmp/shot \
+        sample_tiles/synthearth_airport.tif "Please segment all of the airplanes." demo
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1] / "qgis_plugin")]
 
 
-def main(out: str, workdir: str) -> int:
+def main(out: str, workdir: str, raster: str | None = None, prompt: str | None = None, model: str | None = None) -> int:
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
     from qgis.testing import start_app
 
@@ -33,7 +37,7 @@ def main(out: str, workdir: str) -> int:
     iface = HeadlessInterface()
     qgis.utils.iface = iface
     save_engine_settings(EngineSettings(command=os.environ.get("SEGEARTH_ENGINE") or shutil.which("segearth-geo"),
-                                        model=COLOUR_MODEL, device="cpu"))
+                                        model=model or COLOUR_MODEL, device="cpu"))
     qgis.utils.plugin_paths.append(str(HERE.parents[1] / "qgis_plugin"))
     qgis.utils.updateAvailablePlugins()
     assert qgis.utils.loadPlugin("segearth_qgis") and qgis.utils.startPlugin("segearth_qgis")
@@ -41,7 +45,11 @@ def main(out: str, workdir: str) -> int:
     project = QgsProject.instance()
     project.setFileName(str(Path(workdir) / "screenshot.qgz"))
     project.write()
-    layer = QgsRasterLayer(str(write_geotiff(Path(workdir) / "scene.tif")), "scene", "gdal")
+    if raster:  # a copy: QGIS writes statistics (.aux.xml) next to the rasters it opens
+        source = Path(shutil.copy(raster, Path(workdir) / Path(raster).name))
+    else:
+        source = write_geotiff(Path(workdir) / "scene.tif")
+    layer = QgsRasterLayer(str(source), source.stem, "gdal")
     project.addMapLayer(layer)
     iface.window.show()
     dock = plugin.dock
@@ -50,9 +58,9 @@ def main(out: str, workdir: str) -> int:
     canvas.setDestinationCrs(layer.crs())
     canvas.setExtent(layer.extent())
     dock.layer_combo.setLayer(layer)
-    dock.prompt_combo.setCurrentText(PROMPT)
+    dock.prompt_combo.setCurrentText(prompt or PROMPT)
     task = dock.run()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while dock.task is not None and time.monotonic() < deadline:
         QgsApplication.processEvents()
         time.sleep(0.02)
@@ -73,4 +81,4 @@ def main(out: str, workdir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:6]))

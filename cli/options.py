@@ -103,6 +103,8 @@ overlap_option = click.option(
 def default_overlap(chip_size: int) -> int:
     """The overlap used when ``--overlap`` is not given: 1/8 of the chip side (128 px for 1024-px chips)."""
     return int(chip_size) // 8
+
+
 chip_size_option = click.option(
     "--chip-size",
     type=click.IntRange(min=1),

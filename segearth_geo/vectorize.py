@@ -10,7 +10,6 @@ corner belong to different polygons), everywhere.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -18,15 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio.features
 import shapely
-import shapely.geometry
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from segearth_geo.errors import UsageError
 from segearth_geo.polygonize import polygonize
-
-logger = logging.getLogger(__name__)
 
 _SCALE_TOLERANCE = 0.01  # projected CRSs whose areal scale error is below this use planar areas
 
@@ -138,12 +134,7 @@ def drop_collinear(geoms: np.ndarray) -> np.ndarray:
     if len(polys) == 0:
         return out
     # rings: exterior then holes of each polygon, in order; ring_owner: (r,) polygon of each ring
-    ring_counts = shapely.get_num_interior_rings(polys) + 1
-    ring_owner = np.repeat(np.arange(len(polys)), ring_counts)
-    starts = np.concatenate([[0], np.cumsum(ring_counts)[:-1]])
-    hole_k = np.arange(len(ring_owner)) - starts[ring_owner] - 1  # -1 = exterior
-    rings = np.where(hole_k < 0, shapely.get_exterior_ring(polys[ring_owner]),
-                     shapely.get_interior_ring(polys[ring_owner], np.maximum(hole_k, 0)))
+    rings, ring_owner = shapely.get_rings(polys, return_index=True)
     coords, vertex_ring = shapely.get_coordinates(rings, return_index=True)  # (v, 2), (v,)
     # Drop each ring's closing vertex, then compare every vertex with its cyclic neighbours.
     n_per_ring = np.bincount(vertex_ring, minlength=len(rings))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -26,6 +29,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "Merge a training checkpoint into an inference checkpoint."),
     "eval": ("evaluate", "Evaluate a model on a benchmark (gIoU / cIoU)."),
     "worker": ("worker", "Serve segmentation requests as JSON lines on stdin/stdout."),
+    "models": ("models", "List the known models (hub id, licence, size, chip size, cached?, device)."),
+    "batch": ("batch", "Segment many rasters by many prompts into one resumable job folder (local or Ray)."),
+    "batch-status": ("batch_status", "Show the progress and failures of a batch job from its ledger."),
+}
+
+
+# Exit codes (README "Exit codes"): the same for every command.
+EXIT_CODES = {
+    0: "success",
+    1: "failure: missing/corrupt raster, model or checkpoint error, output folder missing or unwritable, write error",
+    2: "usage error: bad option or value, empty prompt, bbox outside the raster, too many chips, output exists "
+       "without --overwrite, unknown output extension, output names a folder",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
 }
 
 
@@ -54,17 +71,59 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Prompt a georeferenced raster in plain language and get labeled polygons back."""
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.captureWarnings(True)
+    setup_logging(verbose, quiet)
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
 
 
+class _OwnWarningsOnly(logging.Filter):
+    """Default verbosity: this project's warnings and everyone's errors; other libraries' warnings
+    (Python ``warnings``, transformers, rasterio, …) reach the terminal only with ``-v``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.startswith(("segearth_geo", "segearth_geo_cli"))
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr: ``-q`` errors only, default our warnings, ``-v`` info from every library, ``-vv`` debug.
+
+    Python warnings are routed into logging (logger ``py.warnings``), so they follow the same rule
+    instead of interleaving with the progress bar. transformers keeps a handler of its own: its
+    verbosity is set here, before it is imported, to match.
+    """
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if verbose == 0:
+        handler.addFilter(_OwnWarningsOnly())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if verbose == 0 else ("info", "debug")[min(verbose, 2) - 1])
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1" if verbose == 0 else "0")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C (a BaseException, so no `except Exception` swallows it); temporary
+    files are removed and nothing half-written stays."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; library errors become one line on stderr and exit code 1 (2 for usage errors)."""
+    """Run the CLI; library errors become one line on stderr and an exit code (see ``EXIT_CODES``)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=argv, prog_name="segearth-geo", standalone_mode=False)
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        return 143
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130

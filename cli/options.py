@@ -16,6 +16,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import click
@@ -46,6 +47,8 @@ def _parse_bbox(
         raise click.BadParameter(f"expected four numbers minx,miny,maxx,maxy, got {value!r}") from None
     if len(parts) != 4:
         raise click.BadParameter(f"expected four numbers minx,miny,maxx,maxy, got {len(parts)}")
+    if not all(math.isfinite(v) for v in parts):
+        raise click.BadParameter(f"bbox values must be finite numbers, got {value!r}")
     minx, miny, maxx, maxy = parts
     if not (minx < maxx and miny < maxy):
         raise click.BadParameter(f"need minx < maxx and miny < maxy, got {value!r}")
@@ -98,11 +101,6 @@ overlap_option = click.option(
     help="Pixels shared by neighbouring chips (context around each chip's core). "
     "Default: 1/8 of the chip size (128 for SegEarth-R2's 1024-px chips).",
 )
-
-
-def default_overlap(chip_size: int) -> int:
-    """The overlap used when ``--overlap`` is not given: 1/8 of the chip side (128 px for 1024-px chips)."""
-    return int(chip_size) // 8
 
 
 chip_size_option = click.option(

@@ -7,15 +7,20 @@ prints one line and exits 1 (2 for usage errors).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import click
-from segearth_geo_cli.options import default_overlap, overlap_option, raster_argument, scene_options
+from segearth_geo_cli.options import overlap_option, raster_argument, scene_options
+
+from segearth_geo.chips import MAX_CHIPS
+
+log = logging.getLogger("segearth_geo_cli.segment")
 
 
 @click.command(name="segment")
 @raster_argument
-@click.argument("prompt", metavar="PROMPT")
+@click.argument("prompts", metavar="PROMPT...", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, metavar="OUT",
               help="Output file: .gpkg (default; layers 'segments' and 'chips'), .geojson (WGS84), .fgb, .parquet.")
 @click.option("--model", default="demo", show_default=True, metavar="M",
@@ -29,62 +34,58 @@ from segearth_geo_cli.options import default_overlap, overlap_option, raster_arg
               help="Topology-preserving simplification tolerance in map units.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Chips per model call.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-chips", type=click.IntRange(min=0), default=MAX_CHIPS, show_default=True, metavar="N",
+              help="Refuse a job of more chips than this before any work (0: no limit).")
+@click.option("--cache-mb", type=click.FloatRange(min=0), default=None, metavar="MB",
+              help="Bound of the model's per-chip image cache, reused across the prompts of one run "
+                   "(default: fits the device; 0: off). Models without a cache ignore it.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--preview", type=click.Path(dir_okay=False), metavar="PNG",
               help="Also draw the polygons over the scene into this PNG.")
 @click.pass_context
-def command(ctx: click.Context, raster: str, prompt: str, output: str, model: str, bands, bbox, bbox_crs, gsd,
-            overlap: int | None, threshold: float, min_area, simplify, batch_size: int, device: str, overwrite: bool,
-            preview: str | None) -> None:
-    """Segment RASTER by PROMPT and write labeled polygons to OUT."""
+def command(ctx: click.Context, raster: str, prompts: tuple[str, ...], output: str, model: str, bands, bbox, bbox_crs, gsd,
+            overlap: int | None, threshold: float, min_area, simplify, batch_size: int, device: str, max_chips: int,
+            cache_mb: float | None, overwrite: bool, preview: str | None) -> None:
+    """Segment RASTER by one or more PROMPTs and write labeled polygons to OUT.
+
+    Several prompts run in one pass over the chips (each chip read once, its prompts back to
+    back, reusing the model's per-chip image work); the `prompt` column tells them apart.
+    """
     from segearth_geo.engine import check_request, segment_raster
     from segearth_geo.model.loading import load_segmenter
-    from segearth_geo.raster import open_scene
+    from segearth_geo.preview import check_preview
+    from segearth_geo.raster import probe_scene
 
     started = time.perf_counter()
-    check_request(prompt, out=output, overwrite=overwrite, overlap=overlap or 0, threshold=threshold,
+    check_request(list(prompts), out=output, overwrite=overwrite, overlap=overlap, threshold=threshold,
                   min_area=min_area, simplify=simplify, batch_size=batch_size)
     if preview is not None:
-        _check_preview(preview, overwrite)
-    with open_scene(raster, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs):
-        pass  # raster, bands and bbox are checked before the (slow) model load
-    segmenter = load_segmenter(model, device=device, batch_size=batch_size)
+        check_preview(raster, preview, bands=bands, bbox=bbox, bbox_crs=bbox_crs, overwrite=overwrite)
+    # The raster, bands and bbox are checked, and one block really read, before the (slow) model load.
+    probe_scene(raster, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs)
+    options = {} if cache_mb is None else {"cache_mb": cache_mb}
+    segmenter = load_segmenter(model, device=device, batch_size=batch_size, **options)
     quiet = bool((ctx.obj or {}).get("quiet"))
     used = getattr(segmenter, "device_description", None) or getattr(segmenter, "device", device)
-    if overlap is None:
-        overlap = default_overlap(segmenter.chip_size)
-    if not quiet:
-        click.echo(f"Model {model} on {used}: {segmenter.chip_size}-px chips, overlap {overlap} px.", err=True)
-    gdf = segment_raster(raster, prompt, segmenter=segmenter, out=output, bbox=bbox, bbox_crs=bbox_crs,
+    log.info("model %s on %s: %d-px chips", model, used, segmenter.chip_size)
+    gdf = segment_raster(raster, list(prompts), segmenter=segmenter, out=output, bbox=bbox, bbox_crs=bbox_crs,
                          overlap=overlap, gsd=gsd, bands=bands, threshold=threshold, min_area=min_area,
-                         simplify=simplify, batch_size=batch_size, progress=not quiet, overwrite=overwrite)
+                         simplify=simplify, batch_size=batch_size, progress=not quiet, overwrite=overwrite,
+                         max_chips=max_chips)
     if preview is not None:
         from segearth_geo.preview import render_preview
 
         render_preview(raster, gdf, preview, bands=bands, bbox=bbox, bbox_crs=bbox_crs, overwrite=overwrite)
+    if quiet:
+        return
     stats = gdf.attrs.get("segearth", {})
     counts = gdf["label"].value_counts().sort_index() if len(gdf) else {}
     per_label = ", ".join(f"{count} {label!r}" for label, count in counts.items()) or "none"
-    if quiet:
-        return
     click.echo(
-        f"Wrote {len(gdf)} polygon{'s' if len(gdf) != 1 else ''} to {output} ({per_label}) from "
+        f"Wrote {len(gdf)} polygon{'s' if len(gdf) != 1 else ''} to {output} ({per_label})"
+        + (f" for {len(stats['prompts'])} prompts" if len(stats.get("prompts", ())) > 1 else "") + " from "
         f"{stats.get('chips_processed', '?')} of {stats.get('chips_total', '?')} chips "
-        f"({stats.get('chips_skipped', 0)} skipped as nodata) in {time.perf_counter() - started:.1f} s "
-        f"on {used} with model {model}" + (f"; preview in {preview}." if preview else "."),
+        f"({stats.get('chips_skipped', 0)} skipped as nodata; {stats.get('chip_size', '?')}-px chips, overlap "
+        f"{stats.get('overlap', '?')} px) in {time.perf_counter() - started:.1f} s on {used} with model {model}"
+        + (f"; preview in {preview}." if preview else "."),
     )
-
-
-def _check_preview(path: str, overwrite: bool) -> None:
-    """The preview PNG must be writable too (checked before any work)."""
-    from pathlib import Path
-
-    from segearth_geo.errors import OutputError
-    from segearth_geo.output import check_folder
-
-    target = Path(path).expanduser()
-    if target.suffix.lower() != ".png":
-        raise OutputError(f"--preview must name a .png file, got {path}")
-    if target.exists() and not overwrite:
-        raise OutputError(f"preview {path} exists; choose another name or pass --overwrite")
-    check_folder(target)

@@ -23,6 +23,8 @@ __all__ = [
     "Segmenter",
     "segment_raster",
     "load_segmenter",
+    "run_batch",
+    "BatchReport",
     "SegEarthGeoError",
     "UsageError",
     "RasterError",
@@ -41,6 +43,10 @@ def __getattr__(name: str):
         from segearth_geo.engine import segment_raster
 
         return segment_raster
+    if name in ("run_batch", "BatchReport"):
+        from segearth_geo import batch
+
+        return getattr(batch, name)
     if name == "load_segmenter":
         from segearth_geo.model.loading import load_segmenter
 

@@ -25,13 +25,14 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import shapely
 
-from segearth_geo.chips import Chip, chip_grid
+from segearth_geo.chips import MAX_CHIPS, Chip, check_grid, chip_grid, default_overlap
 from segearth_geo.errors import ModelError, SegEarthGeoError, UsageError
 from segearth_geo.output import check_output, write_output
-from segearth_geo.prediction import ChipPrediction
+from segearth_geo.prediction import ChipPrediction, clean_prompt
 from segearth_geo.raster import SceneReader, open_scene
 from segearth_geo.stitch import Region, Stitcher
 from segearth_geo.vectorize import area_m2, normalise_label, simplify_coverage, to_map, window_box
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 QUEUE_BATCHES = 1  # batches read ahead (besides the one the reader is filling)
 VECTORISE_BATCHES = 1  # segmented batches waiting for the vectoriser thread
-VECTORISE_WORKERS = 2  # chips of a batch vectorised at the same time
 # Memory: at most QUEUE_BATCHES + VECTORISE_BATCHES + 3 batches of chips (and their
 # probabilities) exist at a time, whatever the scene size.
 # GDAL's block cache defaults to 5 % of RAM and fills up as a large scene is read, which would make
@@ -52,11 +52,11 @@ Progress = Callable[[int, int], None]
 
 
 def check_request(
-    prompt: str,
+    prompt: str | Sequence[str],
     *,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
-    overlap: int = 128,
+    overlap: int | None = None,
     threshold: float = 0.5,
     min_area: float | None = None,
     simplify: float | None = None,
@@ -67,9 +67,8 @@ def check_request(
     Raises :class:`UsageError` for a bad value and :class:`OutputError` when ``out``
     cannot be written.
     """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise UsageError("the prompt is empty; say what to segment, e.g. 'buildings with a red roof'")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
+    _prompt_list(prompt)
+    if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0):
         raise UsageError(f"overlap must be a non-negative number of pixels, got {overlap!r}")
     if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
         raise UsageError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
@@ -102,13 +101,13 @@ _END = object()
 
 def segment_raster(
     source: str | os.PathLike,
-    prompt: str,
+    prompt: str | Sequence[str],
     *,
     segmenter: Any,
     out: str | os.PathLike | None = None,
     bbox: Sequence[float] | None = None,
     bbox_crs: Any = None,
-    overlap: int = 128,
+    overlap: int | None = None,
     gsd: float | None = None,
     bands: Sequence[int] | str | None = None,
     threshold: float = 0.5,
@@ -117,17 +116,20 @@ def segment_raster(
     batch_size: int = 8,
     progress: bool | Progress = False,
     overwrite: bool = False,
+    max_chips: int | None = MAX_CHIPS,
 ) -> gpd.GeoDataFrame:
     """Segment ``source`` by ``prompt`` and return labeled polygons in the source CRS.
 
     Args:
         source: any GDAL raster source (path, VRT, ``/vsicurl/…``).
-        prompt: the instruction, e.g. ``"segment the tennis courts"``.
+        prompt: the instruction, e.g. ``"segment the tennis courts"``, or several: they run in one pass
+            over the chips (each chip read once, its prompts back to back, so a segmenter that caches
+            per-chip image work reuses it), and the ``prompt`` column tells their polygons apart.
         segmenter: object with int ``chip_size`` and ``segment(chips, prompt)`` (see
             :class:`~segearth_geo.prediction.Segmenter`).
         out: optional output file; format from the extension (see :mod:`segearth_geo.output`).
         bbox, bbox_crs: limit processing to this area (``bbox_crs`` default: the raster's CRS).
-        overlap: pixels shared by neighbouring chips.
+        overlap: pixels shared by neighbouring chips; default :func:`default_overlap` of the chip size.
         gsd: resample reads to this many metres per pixel.
         bands: 1-based source bands shown as R, G, B.
         threshold: a pixel belongs to a target when its probability is ``>= threshold``.
@@ -137,6 +139,8 @@ def segment_raster(
         progress: ``True`` for a tqdm bar on stderr, or a callable ``(done, total)`` called
             after each batch (it may raise :class:`~segearth_geo.errors.Cancelled`).
         overwrite: replace an existing ``out``.
+        max_chips: refuse a grid of more chips than this before building it (``None``/0: no limit;
+            see :func:`~segearth_geo.chips.check_grid`).
 
     Returns:
         GeoDataFrame with columns ``label, score, area_m2, pixels, prompt, geometry``, one
@@ -151,44 +155,87 @@ def segment_raster(
         raise UsageError(f"the segmenter needs a positive int attribute chip_size, got {chip_size!r}")
     if not callable(getattr(segmenter, "segment", None)):
         raise UsageError("the segmenter needs a method segment(chips, prompt)")
-    prompt = prompt.strip()
+    prompts = _prompt_list(prompt)
+    if overlap is None:
+        overlap = default_overlap(int(chip_size))
+    if max_chips is not None and (isinstance(max_chips, bool) or not isinstance(max_chips, (int, np.integer))
+                                  or max_chips < 0):
+        raise UsageError(f"max_chips must be a non-negative number of chips (0: no limit), got {max_chips!r}")
 
+    cache_stats = getattr(segmenter, "cache_stats", None)
+    cache_before = cache_stats() if callable(cache_stats) else None
     gdal_options = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
     with rasterio.Env(**gdal_options), open_scene(source, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs) as reader:
         scene = reader.scene
         if min_area is not None and scene.crs is None:
             raise UsageError(f"{source} has no CRS, so min_area (m²) cannot be measured; omit min_area")
+        check_grid(scene.width, scene.height, int(chip_size), overlap, max_chips)
         chips = chip_grid(scene.width, scene.height, int(chip_size), overlap)
-        stitcher = Stitcher(scene.width, scene.height, threshold, default_label=prompt)
+        stitchers = [Stitcher(scene.width, scene.height, threshold, default_label=p) for p in prompts]
         report = _progress(progress, len(chips))
         try:
-            records = _run(reader, chips, segmenter, prompt, int(batch_size), stitcher, report)
+            records = run_chips(reader, chips, segmenter, prompts, int(batch_size), stitchers, report)
         finally:
             report.close()
-    regions = stitcher.finish(scene.transform)  # map coordinates
-    del stitcher
-    segments = _segments_frame(regions, scene.crs, prompt, min_area, simplify)
-    del regions
-    footprints = to_map([window_box(c.window) for c, _, _ in records], scene.transform)
+    frames = []
+    for p, stitcher in zip(prompts, stitchers):
+        frames.append(_segments_frame(stitcher.finish(scene.transform), scene.crs, p, min_area, simplify))
+    del stitchers
+    segments = frames[0] if len(frames) == 1 else gpd.GeoDataFrame(pd.concat(frames, ignore_index=True),
+                                                                   crs=scene.crs)
+    footprints = to_map([window_box(c.window) for recs in records for c, _, _ in recs], scene.transform)
     chips_frame = gpd.GeoDataFrame(
         {
-            "chip": [c.index for c, _, _ in records],
-            "answer": [answer for _, answer, _ in records],
-            "labels": [", ".join(labels) for _, _, labels in records],
+            "chip": [c.index for recs in records for c, _, _ in recs],
+            "prompt": [p for p, recs in zip(prompts, records) for _ in recs],
+            "answer": [answer for recs in records for _, answer, _ in recs],
+            "labels": [", ".join(labels) for recs in records for _, _, labels in recs],
         },
         geometry=gpd.GeoSeries(footprints, crs=scene.crs),
     )
     if out is not None:
         write_output(out, segments, chips_frame, overwrite=overwrite)
-    segments.attrs["segearth"] = {
+    stats: dict[str, Any] = {
         "chips_total": len(chips),
-        "chips_processed": len(records),
-        "chips_skipped": len(chips) - len(records),
+        "chips_processed": len(records[0]),
+        "chips_skipped": len(chips) - len(records[0]),
+        "chip_size": int(chip_size),
+        "overlap": int(overlap),
+        "prompts": prompts,
         "seconds": time.perf_counter() - started,
-        "answers": {c.index: answer for c, answer, _ in records},
+        "answers": {c.index: answer for c, answer, _ in records[0]},
+        "answers_by_prompt": {p: {c.index: answer for c, answer, _ in recs} for p, recs in zip(prompts, records)},
         "output": None if out is None else os.fspath(out),
     }
+    if callable(cache_stats):  # a segmenter that reuses per-chip image work reports it (optional protocol)
+        stats["cache"] = _cache_delta(cache_before, cache_stats())
+        logger.info("segmenter cache in this run: %s", stats["cache"])
+    segments.attrs["segearth"] = stats
     return segments
+
+
+def _cache_delta(before: dict, after: dict) -> dict:
+    """This run's share of a segmenter's cache counters (hits, misses, evictions); sizes as they are now."""
+    delta = dict(after)
+    for name in ("hits", "misses"):
+        old, new = before.get(name, {}), after.get(name, {})
+        delta[name] = {tier: new[tier] - old.get(tier, 0) for tier in new if new[tier] - old.get(tier, 0)}
+    if "evictions" in after:
+        delta["evictions"] = after["evictions"] - before.get("evictions", 0)
+    return delta
+
+
+def _prompt_list(prompt: str | Sequence[str]) -> list[str]:
+    """One prompt or several → cleaned, distinct prompts in the given order (:class:`UsageError` if none)."""
+    given = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not given:
+        raise UsageError("give at least one prompt")
+    prompts: list[str] = []
+    for text in given:
+        cleaned = clean_prompt(text)
+        if cleaned not in prompts:
+            prompts.append(cleaned)
+    return prompts
 
 
 class _Reporter:
@@ -219,34 +266,39 @@ def _progress(progress: bool | Progress, total: int) -> _Reporter:
     return _Reporter(None, None, total)
 
 
-def _run(
+def run_chips(
     reader: SceneReader,
     chips: list[Chip],
     segmenter: Any,
-    prompt: str,
+    prompts: list[str],
     batch_size: int,
-    stitcher: Stitcher,
-    report: _Reporter,
-) -> list[tuple[Chip, str, list[str]]]:
-    """Segment all chips; returns ``(chip, answer, labels)`` per processed chip, in grid order.
+    stitchers: list[Stitcher],
+    report: Callable[[int], None],
+    vectorisers: int | None = None,
+) -> list[list[tuple[Chip, str, list[str]]]]:
+    """Segment ``chips`` by every prompt; per prompt, ``(chip, answer, labels)`` per processed chip, in grid order.
 
-    A pipeline of threads: the reader thread reads chips ahead, this thread runs the
-    segmenter, and the vectoriser thread hands each segmented batch to
-    ``VECTORISE_WORKERS`` threads that threshold and vectorise its chips
-    (:meth:`Stitcher.add`). GDAL reads, GDAL's polygonizer (see
+    A pipeline of threads: the reader thread reads chips ahead, this thread runs the segmenter
+    (each batch by every prompt, back to back, so the chips' image work can be reused by the
+    segmenter), and the vectoriser thread hands each segmented batch to ``vectorisers`` threads
+    (default: from the cores available) that threshold and vectorise its chips into
+    ``stitchers[k]`` (:meth:`Stitcher.add`). GDAL reads, GDAL's polygonizer (see
     :func:`~segearth_geo.vectorize.polygonize`), GEOS and most numpy and torch work release
     the GIL, so reading and vectorising overlap the segmenter's work and use several
-    cores; memory stays bounded by the two queues.
+    cores; memory stays bounded by the two queues. ``report(n)`` is called with the number of
+    chips (processed or skipped) after each batch; it may raise to stop the run.
+    Batch jobs call this too, with their own chips and stitchers.
     """
     batches: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-    segmented: queue.Queue = queue.Queue(maxsize=VECTORISE_BATCHES)
+    segmented: queue.Queue = queue.Queue(maxsize=max(VECTORISE_BATCHES, len(prompts)))
     stop = threading.Event()
     failure: list[BaseException] = []  # an error of the vectoriser thread, re-raised here
-    records: list[tuple[Chip, str, list[str]]] = []
+    records: list[list[tuple[Chip, str, list[str]]]] = [[] for _ in prompts]
+    workers = vectorisers or vectoriser_count()
     threads = [
         threading.Thread(target=_read_ahead, args=(reader, chips, batch_size, batches, stop),
                          name="segearth-chip-reader", daemon=True),
-        threading.Thread(target=_vectorise, args=(stitcher, segmented, records, failure, stop),
+        threading.Thread(target=_vectorise, args=(stitchers, segmented, records, failure, stop, workers),
                          name="segearth-vectoriser", daemon=True),
     ]
     for thread in threads:
@@ -260,11 +312,11 @@ def _run(
                 raise item
             done = len(item.chips) + item.skipped
             if item.chips:
-                predictions = _segment(segmenter, item.rgbs, prompt, item.chips)
-                job = (item.chips, item.valids, predictions)
-                del item, predictions  # the chips' RGB is no longer needed: free it before waiting
-                _put(segmented, job, stop)
-                del job
+                for k, prompt in enumerate(prompts):  # back to back on the same chips
+                    predictions = _segment(segmenter, item.rgbs, prompt, item.chips)
+                    _put(segmented, (k, item.chips, item.valids, predictions), stop)
+                    del predictions
+            del item  # the chips' RGB is no longer needed: free it before waiting
             report(done)
         _put(segmented, _END, stop)
         threads[1].join()  # the vectoriser finishes the queued batches
@@ -274,7 +326,18 @@ def _run(
             thread.join()
     if failure:
         raise failure[0]
+    for recs in records:  # batches of one prompt arrive in order; keep grid order explicit
+        recs.sort(key=lambda record: record[0].index)
     return records
+
+
+def vectoriser_count() -> int:
+    """Vectoriser threads: the cores this process may use, less one for the segmenter (at least 2)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return max(2, cores - 1)
 
 
 def _get(items: queue.Queue, failure: list[BaseException]) -> Any:
@@ -289,14 +352,15 @@ def _get(items: queue.Queue, failure: list[BaseException]) -> Any:
 
 
 def _vectorise(
-    stitcher: Stitcher,
+    stitchers: list[Stitcher],
     segmented: queue.Queue,
-    records: list[tuple[Chip, str, list[str]]],
+    records: list[list[tuple[Chip, str, list[str]]]],
     failure: list[BaseException],
     stop: threading.Event,
+    workers: int,
 ) -> None:
-    """Vectoriser thread: hand each segmented chip to the stitcher until ``_END``; records stay in grid order."""
-    pool = ThreadPoolExecutor(VECTORISE_WORKERS, thread_name_prefix="segearth-vectoriser")
+    """Vectoriser thread: hand each segmented chip to its prompt's stitcher until ``_END``."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="segearth-vectoriser")
     try:
         while not stop.is_set():
             try:
@@ -305,12 +369,12 @@ def _vectorise(
                 continue
             if item is _END:
                 return
-            chips, valids, predictions = item
+            k, chips, valids, predictions = item
             # Chips of a batch are vectorised concurrently (GDAL's polygonizer and GEOS run
             # without the GIL); the stitcher's result does not depend on the order.
             targets = [p.targets for p in predictions]
-            labels = list(pool.map(stitcher.add, chips, targets, valids))
-            records.extend((c, str(p.answer), ls) for c, p, ls in zip(chips, predictions, labels))
+            labels = list(pool.map(stitchers[k].add, chips, targets, valids))
+            records[k].extend((c, str(p.answer), ls) for c, p, ls in zip(chips, predictions, labels))
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
         failure.append(exc)
         stop.set()
@@ -415,4 +479,4 @@ def _segments_frame(
     return frame.reset_index(drop=True)
 
 
-__all__ = ["COLUMNS", "check_request", "normalise_label", "segment_raster"]
+__all__ = ["COLUMNS", "check_request", "default_overlap", "normalise_label", "run_chips", "segment_raster"]

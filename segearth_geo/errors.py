@@ -25,6 +25,11 @@ class OutputError(SegEarthGeoError, OSError):
     """An output cannot be written (exists without overwrite, unwritable folder, unknown format)."""
 
 
+class OutputNameError(OutputError, UsageError):
+    """The output named on the command line cannot be used as given (exists without overwrite, unknown
+    extension, a folder); a usage error (exit code 2), unlike a folder that cannot be written (exit code 1)."""
+
+
 class ModelError(SegEarthGeoError, RuntimeError):
     """A model or checkpoint cannot be found, loaded or run."""
 

@@ -46,6 +46,8 @@ def bbox_window(
         minx, miny, maxx, maxy = (float(v) for v in bbox)
     except (TypeError, ValueError):
         raise UsageError(f"bbox must be four numbers (minx, miny, maxx, maxy), got {bbox!r}") from None
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise UsageError(f"bbox values must be finite numbers, got {tuple(bbox)}")
     if not (minx < maxx and miny < maxy):
         raise UsageError(f"bbox needs minx < maxx and miny < maxy, got {tuple(bbox)}")
     if bbox_crs is not None:
@@ -55,12 +57,17 @@ def bbox_window(
         if crs_in != ds.crs:
             try:
                 minx, miny, maxx, maxy = rasterio.warp.transform_bounds(crs_in, ds.crs, minx, miny, maxx, maxy)
-            except (CRSError, RasterioError, ValueError) as exc:
+            except (CRSError, RasterioError, ValueError, OverflowError) as exc:
                 raise UsageError(f"bbox {tuple(bbox)} cannot be expressed in the raster's CRS: {exc}") from exc
             if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
                 raise UsageError(f"bbox {tuple(bbox)} cannot be expressed in the raster's CRS {ds.crs}")
     inverse = ~ds.transform
     cols, rows = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
+    # A huge but finite bbox (±1e308) overflows to ±inf in the pixel maths: clamp to just outside the raster.
+    cols = [min(max(c, -1.0), ds.width + 1.0) if not math.isnan(c) else math.nan for c in cols]
+    rows = [min(max(r, -1.0), ds.height + 1.0) if not math.isnan(r) else math.nan for r in rows]
+    if any(math.isnan(v) for v in (*cols, *rows)):
+        raise UsageError(f"bbox {tuple(bbox)} cannot be placed on the raster's pixel grid")
     eps = 1e-6  # keep exact pixel edges from growing the window by one pixel
     col0 = max(0, math.floor(min(cols) + eps))
     row0 = max(0, math.floor(min(rows) + eps))

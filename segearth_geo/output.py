@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 
 import geopandas as gpd
 
-from segearth_geo.errors import OutputError
+from segearth_geo.errors import OutputError, OutputNameError
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +37,39 @@ FORMATS: dict[str, str] = {
 
 
 def output_format(path: str | os.PathLike) -> str:
-    """The driver for ``path`` from its extension (``"GPKG"`` without one); :class:`OutputError` if unknown."""
+    """The driver for ``path`` from its extension (``"GPKG"`` without one); :class:`OutputNameError` if unknown."""
     suffix = Path(path).suffix.lower()
     if not suffix:
         return "GPKG"
     if suffix not in FORMATS:
         known = ", ".join(sorted(FORMATS))
-        raise OutputError(f"unknown output format {suffix!r} for {path}; use one of {known}")
+        raise OutputNameError(f"unknown output format {suffix!r} for {path}; use one of {known}")
     return FORMATS[suffix]
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check before any work that ``path`` can be written; return it as a :class:`Path`.
 
-    Raises :class:`OutputError` for an unknown extension, an existing file without
-    ``overwrite``, a missing target folder, or a folder that cannot be written to.
+    Raises :class:`OutputNameError` (a usage error) for a name that cannot be used as given: an
+    unknown extension, a name ending in a path separator or naming a folder, an existing file or
+    symbolic link (dangling ones included) without ``overwrite``, a name too long for the file
+    system; and :class:`OutputError` for a missing target folder or one that cannot be written to.
+    Stale temporary files that dead processes left in the folder are removed on the way.
     """
-    target = Path(path).expanduser()
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+        raise OutputNameError(f"output {text} names a folder; give a file name such as {Path(text) / 'segments.gpkg'}")
+    target = Path(text).expanduser()
     output_format(target)
+    if len(os.fsencode(target.name)) > NAME_MAX:
+        raise OutputNameError(f"output file name is {len(os.fsencode(target.name))} bytes, more than the "
+                              f"{NAME_MAX} a file system allows; choose a shorter name")
     if target.is_dir():
-        raise OutputError(f"output {target} is a folder; give a file name such as {target / 'segments.gpkg'}")
-    if target.exists() and not overwrite:
-        raise OutputError(f"output {target} exists; choose another name or pass overwrite (--overwrite)")
+        raise OutputNameError(f"output {target} is a folder; give a file name such as {target / 'segments.gpkg'}")
+    if os.path.lexists(target) and not overwrite:
+        raise OutputNameError(f"output {target} exists; choose another name or pass overwrite (--overwrite)")
     check_folder(target)
+    remove_stale_temporaries(target.parent)
     return target
 
 
@@ -67,12 +78,64 @@ def check_folder(target: Path) -> None:
     folder = target.parent
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist; create it first")
-    probe = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.probe"
+    probe = temporary_path(target, ".probe")
     try:  # os.access is unreliable (root, ACLs, read-only mounts): really try.
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as exc:
         raise OutputError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from exc
+
+
+# Temporary names: hidden, in the target's folder (so the final rename is atomic), of a fixed short
+# length whatever the target's name (GDAL adds "-journal"/"-wal" to a GeoPackage's name, so a name
+# derived from the target's could exceed NAME_MAX when the target's does not), and carrying the
+# writer's process id so that a later run can remove what a killed process left behind.
+TEMP_PREFIX = ".segearth-tmp-"
+NAME_MAX = 255  # bytes in one path component on every common file system
+_TEMP_PATTERN = re.compile(r"^\.segearth-tmp-(\d+)-[0-9a-f]{8}")
+
+
+def temporary_path(target: Path, suffix: str | None = None) -> Path:
+    """A fresh hidden temporary name beside ``target`` (ends in ``suffix``, default the target's)."""
+    ending = suffix if suffix is not None else (target.suffix.lower() or ".gpkg")
+    return target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}{ending}")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` whose writing process no longer runs; return them.
+
+    A process killed while writing (``kill -9``, power loss) cannot clean up; its files carry its
+    process id, so the next run in the same folder removes them. Files of live processes are kept.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_PATTERN.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    if removed:
+        logger.info("removed %d temporary file(s) left in %s by processes that no longer run", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
 
 
 def write_output(
@@ -85,15 +148,16 @@ def write_output(
     """Write ``segments`` (and, for GeoPackage, ``chips``) to ``path`` atomically.
 
     Raises :class:`OutputError` when the file exists without ``overwrite`` or cannot be
-    written; nothing is left behind in that case.
+    written; nothing is left behind in that case (not even on Ctrl-C or SIGTERM: the temporary
+    file is removed; after ``kill -9`` the next run removes it).
     """
     target = check_output(path, overwrite)
     driver = output_format(target)
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp{target.suffix or '.gpkg'}")
+    tmp = temporary_path(target)
     try:
         _write(tmp, driver, segments, chips)
-        if target.exists() and not overwrite:  # appeared while we were working
-            raise OutputError(f"output {target} appeared while writing; choose another name or pass overwrite")
+        if os.path.lexists(target) and not overwrite:  # appeared while we were working
+            raise OutputNameError(f"output {target} appeared while writing; choose another name or pass overwrite")
         os.replace(tmp, target)
     except OutputError:
         raise

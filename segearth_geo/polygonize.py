@@ -53,6 +53,7 @@ class _GdalPolygonizer:
 
     def __init__(self) -> None:
         self._lib: ctypes.CDLL | None = None
+        self._vector_driver = b"Memory"
         self._ready = False
         self._lock = threading.Lock()
 
@@ -91,11 +92,16 @@ class _GdalPolygonizer:
             ("OGR_F_Destroy", None, [p]),
             ("OGR_G_WkbSize", i, [p]),
             ("OGR_G_ExportToWkb", i, [p, i, ctypes.c_char_p]),
+            ("GDALVersionInfo", s, [s]),
         ):
             function = getattr(lib, name)
             function.restype, function.argtypes = restype, argtypes
         lib.GDALAllRegister()
-        if not lib.GDALGetDriverByName(b"MEM") or not lib.GDALGetDriverByName(b"Memory"):
+        # GDAL 3.11 merged the "Memory" vector driver into "MEM" and deprecates the old name (it prints a
+        # warning on every use); older GDALs need "Memory" for vectors.
+        version = int(lib.GDALVersionInfo(b"VERSION_NUM") or 0)
+        self._vector_driver = b"MEM" if version >= 3110000 else b"Memory"
+        if not lib.GDALGetDriverByName(b"MEM") or not lib.GDALGetDriverByName(self._vector_driver):
             return None
         return lib
 
@@ -120,7 +126,7 @@ class _GdalPolygonizer:
             f"DATAPOINTER={mask.ctypes.data}".encode(), b"PIXELOFFSET=1", f"LINEOFFSET={width}".encode(), None
         )
         raster = lib.GDALCreate(lib.GDALGetDriverByName(b"MEM"), b"", width, height, 0, 1, None)  # 1: GDT_Byte
-        vector = lib.GDALCreate(lib.GDALGetDriverByName(b"Memory"), b"", 0, 0, 0, 0, None)
+        vector = lib.GDALCreate(lib.GDALGetDriverByName(self._vector_driver), b"", 0, 0, 0, 0, None)
         try:
             if not raster or not vector or lib.GDALAddBand(raster, 1, options) != 0:
                 return None

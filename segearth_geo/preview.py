@@ -9,7 +9,6 @@ holes kept. The PNG is written to a temporary name and renamed, like every outpu
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from segearth_geo.errors import OutputError, UsageError
+from segearth_geo.errors import OutputError, OutputNameError, UsageError
+from segearth_geo.output import temporary_path
 from segearth_geo.raster import open_scene
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -44,13 +44,8 @@ def render_preview(
     """
     from PIL import Image, ImageDraw
 
-    target = Path(png_path).expanduser()
-    if target.suffix.lower() != ".png":
-        raise OutputError(f"the preview must be a .png file, got {target}")
-    if target.exists() and not overwrite:
-        raise OutputError(f"preview {target} exists; choose another name or allow overwriting")
-    if max_side < 16:
-        raise UsageError(f"max_side must be at least 16 pixels, got {max_side}")
+    target = check_preview(source, png_path, max_side=max_side, bands=bands, bbox=bbox, bbox_crs=bbox_crs,
+                           overwrite=overwrite)
     rgb, transform, crs = _decimated_read(source, max_side, bands, bbox, bbox_crs)
     if gdf.crs is not None and crs is not None and gdf.crs != crs:
         gdf = gdf.to_crs(crs)
@@ -79,7 +74,7 @@ def render_preview(
         draw.rectangle((4, 4 + 14 * row, 14, 14 + 14 * row), fill=(*colour, 255))
         draw.text((18, 3 + 14 * row), str(label), fill=(255, 255, 255, 255))
     image = Image.alpha_composite(base, overlay).convert("RGB")
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
+    tmp = temporary_path(target)
     try:
         image.save(tmp, format="PNG")
         os.replace(tmp, target)
@@ -87,6 +82,42 @@ def render_preview(
         raise OutputError(f"cannot write preview {target}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+    return target
+
+
+def check_preview(
+    source: str | os.PathLike,
+    png_path: str | os.PathLike,
+    *,
+    max_side: int = 1024,
+    bands: Sequence[int] | str | None = None,
+    bbox: Sequence[float] | None = None,
+    bbox_crs: Any = None,
+    overwrite: bool = True,
+) -> Path:
+    """Check, without reading pixels, that :func:`render_preview` can draw ``source`` into ``png_path``.
+
+    Run it before the segmentation so that a preview that cannot be made fails before any work
+    (and before the main output is written). Raises :class:`OutputError` for the PNG path and
+    :class:`UsageError` for a raster that cannot be previewed.
+    """
+    from segearth_geo.output import check_folder, remove_stale_temporaries
+
+    target = Path(png_path).expanduser()
+    if target.suffix.lower() != ".png":
+        raise OutputNameError(f"the preview must be a .png file, got {target}")
+    if os.path.lexists(target) and not overwrite:
+        raise OutputNameError(f"preview {target} exists; choose another name or allow overwriting")
+    if max_side < 16:
+        raise UsageError(f"max_side must be at least 16 pixels, got {max_side}")
+    with open_scene(source, bands=bands, bbox=bbox, bbox_crs=bbox_crs) as reader:
+        scene = reader.scene
+    if scene.gsd is None and max(scene.width, scene.height) > MAX_UNGEOREFERENCED_SIDE:
+        raise UsageError(f"{source} is too large for a preview without a CRS "
+                         f"({scene.width}x{scene.height} px, at most {MAX_UNGEOREFERENCED_SIDE}); omit the preview "
+                         "or give a bbox")
+    check_folder(target)
+    remove_stale_temporaries(target.parent)
     return target
 
 

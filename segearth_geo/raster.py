@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024  # longest side of the decimated read used for the scene stretch
+_WARNED_NO_CRS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,20 @@ class SceneReader:
             window.height * self._sy,
         )
 
+    def _read_valid(self, kwargs: dict) -> np.ndarray:
+        """Validity ``(h, w)`` of one read from GDAL's masks (0 invalid, 255 valid per source pixel).
+
+        Resampled reads are conservative: a processing pixel is valid only when every source pixel
+        that contributes to it is valid, i.e. its mask, resampled like the data (average or bilinear),
+        is still 255. Nearest-neighbour resampling of the mask would mark pixels valid whose data
+        averages in nodata or alpha-masked pixels along an edge.
+        """
+        if not self._resampled:
+            masks = self._dataset.read_masks(self._indexes, **kwargs)  # (n, h, w)
+            return (masks > 0).any(axis=0)
+        masks = self._dataset.read_masks(self._indexes, resampling=self._resampling, **kwargs)
+        return (masks == 255).any(axis=0)
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read a processing-grid window.
 
@@ -186,10 +201,9 @@ class SceneReader:
             if self.scene.mask == "none":  # read-only view, no memory: chips in flight cost only their RGB
                 valid = np.broadcast_to(np.True_, (h, w))
             else:
-                masks = self._dataset.read_masks(self._indexes, resampling=Resampling.nearest, **kwargs)  # (n, h, w)
-                valid = (masks > 0).any(axis=0)
+                valid = self._read_valid(kwargs)
         except RasterioError as exc:
-            raise RasterError(f"cannot read {window} of {self.scene.source}: {exc}") from exc
+            raise RasterError(f"cannot read {window} of {self.scene.source}: {error_text(exc)}") from exc
         all_valid = self.scene.mask == "none"
         if data is not None:
             if np.issubdtype(data.dtype, np.floating):
@@ -244,6 +258,43 @@ def open_scene(
         yield SceneReader(view, scene)
 
 
+def probe_scene(
+    source: str | os.PathLike,
+    *,
+    bands: Sequence[int] | str | None = None,
+    gsd: float | None = None,
+    bbox: Sequence[float] | None = None,
+    bbox_crs: CRS | str | int | None = None,
+) -> Scene:
+    """Open ``source`` as :func:`open_scene` does and really read one small window of it.
+
+    Opening a raster reads only its header: a truncated GeoTIFF or a VRT whose source file is
+    missing fails only at the first pixel read. Callers run this before slow work (loading a
+    model) so such a raster fails at once, with GDAL's own reason and the culprit file named.
+    Raises :class:`RasterError` or :class:`UsageError` as :func:`open_scene` does.
+    """
+    with open_scene(source, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs) as reader:
+        scene = reader.scene
+        side = min(64, scene.width), min(64, scene.height)
+        reader.read(Window(scene.width - side[0], scene.height - side[1], *side))  # the last blocks: truncation shows there
+        return scene
+
+
+def error_text(exc: BaseException) -> str:
+    """GDAL's own reason for a rasterio error, not "See previous exception": the first line of the
+    innermost chained error (rasterio chains the CPLE error that names the culprit file)."""
+    reasons = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = _first_line(current)
+        if text and "previous exception" not in text.lower():
+            reasons.append(text)
+        current = current.__cause__ or current.__context__
+    return reasons[-1] if reasons else _first_line(exc)
+
+
 def _north_up(ds: rasterio.io.DatasetReader, source: str) -> rasterio.io.DatasetReaderBase:
     """``ds`` itself, or for a rotated/skewed or GCP-georeferenced raster a north-up GDAL warped view of it.
 
@@ -272,6 +323,13 @@ def _north_up(ds: rasterio.io.DatasetReader, source: str) -> rasterio.io.Dataset
 
 def _open_dataset(source: str | os.PathLike) -> rasterio.io.DatasetReader:
     text = os.fspath(source)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise RasterError(f"the raster name {shown} is not valid UTF-8, which GDAL cannot open; rename the file") from None
     is_local = "://" not in text and not text.startswith("/vsi")
     if is_local and not os.path.exists(text):
         raise RasterError(f"raster not found: {text}")
@@ -313,7 +371,9 @@ def _build_scene(
     crs = ds.crs
     if crs is None:
         where = "pixel coordinates (y down)" if transform == Affine.identity() else "its world-file coordinates"
-        logger.warning("%s has no coordinate reference system: results will be in %s without a CRS", source, where)
+        if source not in _WARNED_NO_CRS:  # once per source and process: a job opens its scene several times
+            _WARNED_NO_CRS.add(source)
+            logger.warning("%s has no coordinate reference system: results will be in %s without a CRS", source, where)
 
     chosen = choose_bands(ds, bands, band_count)
     src_window = georef.bbox_window(ds, source, bbox, bbox_crs)
@@ -449,96 +509,3 @@ def scene_stretch(ds: rasterio.io.DatasetReader, chosen: tuple[int, ...]) -> tup
             lo, hi = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
         per_band[index] = (lo, hi if hi > lo else lo + 1.0)
     return tuple(per_band[b] for b in chosen)
-
-
-@dataclass(frozen=True)
-class SceneSummary:
-    """What the engine will see for one job (the ``segearth-geo info`` report)."""
-
-    scene: Scene
-    chip_size: int
-    overlap: int
-    chip_count: int
-
-    def to_dict(self) -> dict:
-        """JSON-ready description (CRS as ``EPSG:xxxx`` when it has a code, else WKT)."""
-        s = self.scene
-        src = s.source_window
-        return {
-            "source": s.source,
-            "crs": _crs_text(s.crs),
-            "source_size": list(s.source_size),
-            "band_count": s.band_count,
-            "dtype": s.dtype,
-            "bands": list(s.bands),
-            "stretch": None if s.stretch is None else [list(p) for p in s.stretch],
-            "nodata": s.nodata,
-            "mask": s.mask,
-            "warped": s.warped,
-            "source_window": [src.col_off, src.row_off, src.width, src.height],
-            "width": s.width,
-            "height": s.height,
-            "gsd": s.gsd,
-            "gsd_xy": None if s.gsd_xy is None else list(s.gsd_xy),
-            "transform": list(s.transform)[:6],
-            "bounds": list(s.bounds),
-            "chip_size": self.chip_size,
-            "overlap": self.overlap,
-            "chip_count": self.chip_count,
-        }
-
-    def to_text(self) -> str:
-        """Human-readable report, one fact per line."""
-        s = self.scene
-        crs = "none (pixel coordinates)" if s.crs is None else _crs_text(s.crs)
-        gsd = "unknown GSD (no CRS)" if s.gsd_xy is None else f"{s.gsd_xy[0]:.4g} x {s.gsd_xy[1]:.4g} m per pixel"
-        if s.stretch is None:
-            radiometry = f"{s.dtype}, passed through"
-        else:
-            ranges = ", ".join(f"{lo:.6g}..{hi:.6g}" for lo, hi in s.stretch)
-            radiometry = f"{s.dtype}, scene stretch 2-98 %: {ranges}"
-        if s.mask == "nodata":
-            validity = f"nodata value {s.nodata:g}"
-        else:
-            validity = {"alpha": "alpha band", "mask": "mask band", "none": "none (all pixels valid)"}[s.mask]
-        src = s.source_window
-        return "\n".join(
-            [
-                f"source:     {s.source}",
-                f"CRS:        {crs}",
-                f"raster:     {s.source_size[0]} x {s.source_size[1]} px, {s.band_count} band(s)"
-                + (" (not north-up: read through a north-up warp)" if s.warped else ""),
-                f"bands:      R,G,B = {','.join(str(b) for b in s.bands)}",
-                f"radiometry: {radiometry}",
-                f"validity:   {validity}",
-                f"area:       source pixels {src.col_off:g},{src.row_off:g} size {src.width:g} x {src.height:g}; "
-                f"bounds {', '.join(f'{v:.10g}' for v in s.bounds)}",
-                f"grid:       {s.width} x {s.height} px at {gsd}",
-                f"chips:      {self.chip_count} of up to {self.chip_size} px, overlap {self.overlap} px",
-            ]
-        )
-
-
-def _crs_text(crs: CRS | None) -> str | None:
-    if crs is None:
-        return None
-    return crs.to_string() if crs.to_epsg() else crs.to_wkt()
-
-
-def summarize_scene(
-    source: str | os.PathLike,
-    *,
-    bands: Sequence[int] | str | None = None,
-    gsd: float | None = None,
-    bbox: Sequence[float] | None = None,
-    bbox_crs: CRS | str | int | None = None,
-    chip_size: int = 1024,
-    overlap: int = 128,
-) -> SceneSummary:
-    """Open ``source`` as :func:`open_scene` would and count its chips (reads only the stretch sample)."""
-    from segearth_geo.chips import chip_grid
-
-    with open_scene(source, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs) as reader:
-        scene = reader.scene
-    chips = chip_grid(scene.width, scene.height, chip_size, overlap)
-    return SceneSummary(scene=scene, chip_size=chip_size, overlap=overlap, chip_count=len(chips))

@@ -84,21 +84,48 @@ class Stitcher:
         rows = slice(int(core.row_off), int(core.row_off + core.height))
         cols = slice(int(core.col_off), int(core.col_off + core.width))
         by_label: dict[str, np.ndarray] = {}
+        scores: dict[str, np.ndarray] = {}  # per label, the score of the target owning each pixel
         for target in targets:
             label = normalise_label(target.label) or self.default_label
             prob = target.probability[rows, cols]  # (core_h, core_w) float32
-            by_label[label] = prob if label not in by_label else np.maximum(by_label[label], prob)
+            score = getattr(target, "score", None)
+            if label not in by_label:
+                by_label[label] = prob
+                if score is not None:
+                    scores[label] = np.full(prob.shape, score, np.float32)
+                continue
+            if score is not None or label in scores:  # keep the owning target's score where it wins
+                owner_score = scores.get(label, by_label[label])
+                this = np.float32(score) if score is not None else prob
+                scores[label] = np.where(prob > by_label[label], this, owner_score)
+            by_label[label] = np.maximum(by_label[label], prob)
         valid_core = valid[rows, cols]
         origin = (int(chip.core.col_off), int(chip.core.row_off))
         all_valid = valid_core.all()
         for label, prob in by_label.items():
             mask = prob >= self.threshold if all_valid else (prob >= self.threshold) & valid_core
-            pieces = mask_pieces(mask, prob, origin)
+            # A region's score: the mean probability of its pixels, or, when the model scores its targets
+            # (SAM3's detection scores), the mean score of the targets owning its pixels.
+            pieces = mask_pieces(mask, scores.get(label, prob), origin)
             with self._lock:
                 for piece in pieces:
                     target_list = self._border if self._on_inner_edge(piece, chip) else self._final
                     target_list[label].append(piece)
         return list(by_label)
+
+    def pieces(self) -> tuple[dict[str, list[Piece]], dict[str, list[Piece]]]:
+        """``(final, border)`` pieces per label collected so far (a batch job writes them to a shard)."""
+        with self._lock:
+            return ({k: list(v) for k, v in self._final.items()}, {k: list(v) for k, v in self._border.items()})
+
+    def load(self, final: dict[str, list[Piece]], border: dict[str, list[Piece]]) -> None:
+        """Add pieces collected elsewhere over the same grid (other chips: a batch job's shards of a scene);
+        :meth:`finish` then unions border pieces across them exactly as within one run."""
+        with self._lock:
+            for label, items in final.items():
+                self._final[label].extend(items)
+            for label, items in border.items():
+                self._border[label].extend(items)
 
     def _on_inner_edge(self, piece: Piece, chip: Chip) -> bool:
         minx, miny, maxx, maxy = piece.bounds

@@ -28,8 +28,10 @@ _SCALE_TOLERANCE = 0.01  # projected CRSs whose areal scale error is below this 
 
 
 def normalise_label(text: str) -> str:
-    """The stitching key of a phrase: lower case, trimmed, inner whitespace collapsed."""
-    return re.sub(r"\s+", " ", str(text)).strip().lower()
+    """The stitching key of a phrase: lower case, trimmed, inner whitespace collapsed; text that is not
+    valid Unicode (a lone surrogate from undecodable bytes) is kept as ``\\udcXX`` escapes, so it can be written."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return re.sub(r"\s+", " ", text).strip().lower()
 
 
 @dataclass

@@ -12,12 +12,16 @@ factory takes no argument.
 * :class:`EverythingSegmenter` — probability 1 everywhere (checks that invalid pixels stay out).
 * :class:`SlowSegmenter` — sleeps in each call and records when (checks read-ahead).
 * :class:`FailingSegmenter` — raises on every call.
+* :class:`NoisySegmenter` — a ColourSegmenter that, like a chatty library, emits a
+  ``FutureWarning`` and a warning on a third-party logger in every call.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -118,3 +122,28 @@ def colour_mixed_case() -> ColourSegmenter:
 def failing() -> FailingSegmenter:
     """A segmenter that always raises."""
     return FailingSegmenter(chip_size=64)
+
+
+class NoisySegmenter(ColourSegmenter):
+    """Warns like a third-party library on every call (checks the CLI keeps the terminal clean)."""
+
+    def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]:
+        warnings.warn("`old_argument` is deprecated, use `new_argument` instead", FutureWarning, stacklevel=1)
+        logging.getLogger("chatty_library").warning("chatty library warning")
+        return super().segment(chips, prompt)
+
+
+def noisy() -> NoisySegmenter:
+    """A colour segmenter that emits library warnings."""
+    return NoisySegmenter(chip_size=64)
+
+
+def slow() -> SlowSegmenter:
+    """A colour segmenter that sleeps 0.5 s per call (for interrupting a run)."""
+    return SlowSegmenter(chip_size=64, seconds=0.5)
+
+
+def factory_raises() -> ColourSegmenter:
+    """A factory that fails, as a model constructor can."""
+    raise RuntimeError("simulated factory failure")
+

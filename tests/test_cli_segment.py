@@ -97,7 +97,7 @@ def test_existing_output_and_overwrite(raster, tmp_path):
     out = tmp_path / "out.fgb"
     out.write_bytes(b"old")
     refused = _run(str(raster), "red", "-o", str(out), "--overlap", "16")
-    assert refused.returncode == 1 and "exists" in _one_error_line(refused)
+    assert refused.returncode == 2 and "exists" in _one_error_line(refused)
     assert out.read_bytes() == b"old"
     replaced = _run(str(raster), "red", "-o", str(out), "--overlap", "16", "--overwrite", "--threshold", "0.9")
     assert replaced.returncode == 0, replaced.stderr

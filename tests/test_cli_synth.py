@@ -21,7 +21,7 @@ def test_synth_writes_a_dataset_split(tmp_path):
     assert [r["id"] for r in records] == ["val_000000", "val_000001", "val_000002"]
     assert sorted(p.name for p in (out / "val" / "images").iterdir()) == [r["image_name"] for r in records]
     again = _run(str(out), "--split", "val", "--n", "3", "--seed", "5", "--size", "96")
-    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert again.returncode == 2 and "--overwrite" in again.stderr
     proc = _run(str(out), "--split", "val", "--n", "3", "--seed", "5", "--size", "96", "--overwrite")
     assert proc.returncode == 0 and json.loads((out / "val" / "annotations" / "val.json").read_text()) == records
 

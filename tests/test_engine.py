@@ -308,7 +308,7 @@ def test_segmenter_returning_wrong_shapes_is_refused(tmp_path):
 def test_info_segment_and_preview_leave_nothing_next_to_the_input(tmp_path, make):
     """GDAL may persist statistics/metadata in a ``.aux.xml`` sidecar (PAM); the library never does."""
     from segearth_geo.preview import render_preview
-    from segearth_geo.raster import summarize_scene
+    from segearth_geo.summary import summarize_scene
 
     src_dir, out_dir = tmp_path / "input", tmp_path / "output"
     src_dir.mkdir()

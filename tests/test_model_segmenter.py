@@ -10,8 +10,9 @@ import torch
 from model_fixtures import random_chip, tiny_model_and_tokenizer
 
 from segearth_geo.errors import UsageError
+from segearth_geo.model.image_cache import chip_key
 from segearth_geo.model.preprocess import crop_back, prepare_images, resized_size
-from segearth_geo.model.prompt import encode_prompt
+from segearth_geo.model.prompt import encode_prompt_parts
 from segearth_geo.model.segmenter import SegEarthR2Segmenter
 from segearth_geo.prediction import Segmenter
 
@@ -59,7 +60,7 @@ def test_results_do_not_depend_on_batch_composition_or_order(steered, chips, seg
     for position, k in enumerate(order):
         _same(permuted[position], batched[k])
     # deterministic (greedy)
-    again = _segmenter(steered, batch_size=5).predict(chips, PROMPTS)
+    again = _segmenter(steered, batch_size=5, seg_pass=seg_pass).predict(chips, PROMPTS)
     for a, b in zip(again, batched):
         _same(a, b, atol=0)
 
@@ -96,8 +97,10 @@ def test_seg_states_from_one_forward_equal_the_cached_generation_states(steered,
     prepared = [prepare_images(c, cfg) for c in chips]
     with torch.no_grad():
         embeds = model.encode_images(torch.stack([p.siglip for p in prepared]))
-        prompts = [encode_prompt(tokenizer, p) for p in PROMPTS]
-        generation = segmenter._generate(prompts, embeds)
+        parts = [encode_prompt_parts(tokenizer, p) for p in PROMPTS]
+        prompts = [ids for ids, _ in parts]
+        keys = [chip_key(c, segmenter._cache_salt) for c in chips]
+        generation = segmenter._generate(prompts, [start for _, start in parts], keys, prepared)
         generated = generation.ids
         states, owner, with_seg = segmenter._seg_states([p + g for p, g in zip(prompts, generated)],
                                                         [len(p) for p in prompts], embeds)
@@ -112,8 +115,9 @@ def test_seg_states_from_one_forward_equal_the_cached_generation_states(steered,
             if token != cfg.seg_token_id:
                 continue
             assert int(owner[n]) == k
-            # generated token j is fed at decode step j (record[0] is the prefill)
-            torch.testing.assert_close(states[n], segmenter.record[j + 1][b, 0], atol=1e-5, rtol=1e-5)
+            # generated token j is fed at decode step j (record[0] is the shared prefix, record[1] the
+            # instructions on top of it)
+            torch.testing.assert_close(states[n], segmenter.record[j + 2][b, 0], atol=1e-5, rtol=1e-5)
             n += 1
     assert n == states.shape[0]
 
@@ -124,9 +128,9 @@ def test_a_trailing_seg_still_gets_a_mask(steered, chips):
     full = segmenter.predict(chips, PROMPTS)
     k = next(i for i, r in enumerate(full) if r.targets)
     with torch.no_grad():
-        prompt = encode_prompt(tokenizer, PROMPTS[k])
-        embeds = model.encode_images(prepare_images(chips[k], model.config).siglip[None])
-        generated = segmenter._generate([prompt], embeds).ids[0]
+        prompt, start = encode_prompt_parts(tokenizer, PROMPTS[k])
+        prepared = [prepare_images(chips[k], model.config)]
+        generated = segmenter._generate([prompt], [start], [chip_key(chips[k], "t")], prepared).ids[0]
     cut = generated.index(model.config.seg_token_id) + 1
     short = _segmenter(steered, batch_size=1, max_new_tokens=cut).predict([chips[k]], [PROMPTS[k]])[0]
     assert short.answer.endswith("[SEG]") and len(short.targets) == 1

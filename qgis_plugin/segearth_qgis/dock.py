@@ -75,6 +75,10 @@ class SegEarthDock(QgsDockWidget):
         status_row.addWidget(self.status_label, 1)
         status_row.addWidget(self.start_button)
         outer.addLayout(status_row)
+        self.run_time_label = QLabel(tr("Last run: none yet"))
+        self.run_time_label.setToolTip(tr("Wall time of the last run; a second prompt on the same extent reuses "
+                                          "the model's per-chip image work and is faster"))
+        outer.addWidget(self.run_time_label)
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
@@ -263,6 +267,9 @@ class SegEarthDock(QgsDockWidget):
                 summary = ", ".join(f"{label}: {n}" for label, n in sorted(result.polygons.items())) or tr("none")
                 message = tr("{0} polygons ({1}) in {2:.1f} s on {3}").format(result.count, summary,
                                                                           result.seconds, result.device)
+                reused = tr(", {0} chips' image work reused").format(result.reused_chips) if result.reused_chips else ""
+                self.run_time_label.setText(tr("Last run: {0:.1f} s for “{1}”{2}").format(
+                    result.seconds, task.params.prompt, reused))
                 QgsMessageLog.logMessage(message, LOG_TAG, Qgis.MessageLevel.Info)
                 self.iface.messageBar().pushMessage(LOG_TAG, message, Qgis.MessageLevel.Success, 5)
         elif task.error:

@@ -1,4 +1,5 @@
-"""SegEarth-R2: Phi-2 + SigLIP answer in text, one Mask2Former query per ``[SEG]``.
+"""The models: SegEarth-R2 (Phi-2 + SigLIP, one query per ``[SEG]``), SegEarth-R1 (``segearth_r1/``), SAM3
+(``sam3/``), and the registry that maps a ``--model`` spec to one of them (``registry``).
 
 Names are imported lazily so that ``import segearth_geo.model`` does not pull in torch.
 """
@@ -15,6 +16,11 @@ _EXPORTS = {
     "init_from_components": "segearth_geo.model.checkpoint",
     "SegEarthR2Segmenter": "segearth_geo.model.segmenter",
     "load_segmenter": "segearth_geo.model.loading",
+    "SegEarthR1Config": "segearth_geo.model.segearth_r1.configuration",
+    "SegEarthR1": "segearth_geo.model.segearth_r1.modeling",
+    "SegEarthR1Segmenter": "segearth_geo.model.segearth_r1.segmenter",
+    "list_models": "segearth_geo.model.registry",
+    "resolve_spec": "segearth_geo.model.registry",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 EMBED_KEY = "model.embed_tokens.weight"
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
 
 @dataclass
@@ -69,30 +67,9 @@ def resolve_checkpoint_dir(path_or_repo_id: str | Path) -> Path:
             f"checkpoint directory not found: {local.resolve()} (expected a folder with config.json and "
             f"{WEIGHTS_NAME} or {INDEX_NAME} + shards, or a Hugging Face repo id 'owner/name')"
         )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - huggingface_hub is a dependency
-        raise CheckpointError(f"{text!r} is not a local directory and huggingface_hub is not installed") from exc
-    from huggingface_hub import constants
+    from segearth_geo.model.registry import download  # one hub resolver for every backend
 
-    reasons = []
-    try:
-        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - the hub raises many unrelated types; reported below
-        reasons.append(f"not in the local cache ({type(exc).__name__})")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        reasons.append("HF_HUB_OFFLINE is set")
-    else:
-        try:
-            return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
-        except Exception as exc:  # noqa: BLE001
-            reasons.append(f"download failed: {type(exc).__name__}: {exc}".splitlines()[0])
-    raise CheckpointError(
-        f"cannot find checkpoint {text!r}: no local directory {local.resolve()}, and the Hugging Face Hub "
-        f"could not provide config.json + {WEIGHTS_NAME}/{INDEX_NAME} + tokenizer files "
-        f"({'; '.join(reasons)}; cache {constants.HF_HUB_CACHE}). Download it while online "
-        f"(`hf download {text}`) or pass the checkpoint directory."
-    )
+    return download(text)
 
 
 def _shard_files(directory: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from segearth_geo.model.tokenizer import SEG_TOKEN, encode_text, seg_token_id
+from segearth_geo.model.tokenizer import SEG_TOKEN, encode_text, encode_user_text, seg_token_id
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -48,12 +48,15 @@ class EncodedConversation:
         labels: (T,) the §4.2 labels (−100 = not supervised).
         prompt_length: number of leading ids that form the inference prompt (first supervised position).
         valid: False when the label boundary could not be established (then every label is −100).
+        instruction_start: index of the first instruction id; the ids before it (template and image
+            placeholder) are the same for every instruction, so their LLM state can be reused.
     """
 
     input_ids: list[int]
     labels: list[int]
     prompt_length: int
     valid: bool = True
+    instruction_start: int = 0
 
 
 def conversation_text(answer: str) -> str:
@@ -83,7 +86,7 @@ def encode_conversation(
 ) -> EncodedConversation:
     """Encode one training sample per spec §4.2 (see the module docstring for the rule)."""
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-    refer_ids = encode_text(tokenizer, instruction.strip()) + [seg_token_id(tokenizer)]
+    refer_ids = encode_user_text(tokenizer, instruction.strip()) + [seg_token_id(tokenizer)]
     text = conversation_text(answer)
     header = text[: text.index(ASSISTANT_HEADER) + len(ASSISTANT_HEADER)]
     # Unspliced ids: <image> and <refer> count one id each (the official rule is computed on these).
@@ -95,10 +98,12 @@ def encode_conversation(
     input_ids: list[int] = []
     labels: list[int] = []
     prompt_length = 0
+    instruction_start = 0
     for position, token in enumerate(full):
         if position == boundary:
             prompt_length = len(input_ids)
         if token == REFER_TOKEN_INDEX:
+            instruction_start = len(input_ids)
             input_ids.extend(refer_ids)
             labels.extend([IGNORE_INDEX] * len(refer_ids))
             continue
@@ -107,15 +112,22 @@ def encode_conversation(
         labels.append(token if supervised else IGNORE_INDEX)
     if not valid:
         prompt_length = len(input_ids)
-    return EncodedConversation(input_ids=input_ids, labels=labels, prompt_length=prompt_length, valid=valid)
+    return EncodedConversation(input_ids=input_ids, labels=labels, prompt_length=prompt_length, valid=valid,
+                               instruction_start=instruction_start)
 
 
 def encode_prompt(tokenizer, instruction: str, *, image_token_index: int = IMAGE_TOKEN_INDEX) -> list[int]:
     """Inference prompt ids (§4.4): the training encoding cut before its first supervised position."""
+    return encode_prompt_parts(tokenizer, instruction, image_token_index=image_token_index)[0]
+
+
+def encode_prompt_parts(tokenizer, instruction: str, *,
+                        image_token_index: int = IMAGE_TOKEN_INDEX) -> tuple[list[int], int]:
+    """``(prompt ids, instruction start)``: :func:`encode_prompt` and where its prompt-independent prefix ends."""
     encoded = encode_conversation(tokenizer, instruction, "", image_token_index=image_token_index)
     if not encoded.valid:
         raise ValueError("the prompt template does not tokenize consistently with this tokenizer")
-    return encoded.input_ids[: encoded.prompt_length]
+    return encoded.input_ids[: encoded.prompt_length], encoded.instruction_start
 
 
 def answer_from_generated(text: str) -> str:

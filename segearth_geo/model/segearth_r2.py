@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PhiModel
 
 from segearth_geo.errors import UsageError
 from segearth_geo.model.configuration import SegEarthR2Config
 from segearth_geo.model.mask_decoder import MaskPredictions, MultiScaleMaskedTransformerDecoder
+from segearth_geo.model.phi import PhiLanguageModel
 from segearth_geo.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelFeatures
 from segearth_geo.model.siglip import SiglipVisionTower, build_projector
 from segearth_geo.model.swin import SwinTransformer
@@ -78,7 +78,7 @@ class SegEarthR2Output:
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-class SegEarthR2LanguageModel(PhiModel):
+class SegEarthR2LanguageModel(PhiLanguageModel):
     """transformers ``PhiModel`` that also holds the two vision towers and the projector (checkpoint path
     ``model.*``). ``embed_tokens`` has V rows (``config.vocab_size``); it is never resized."""
 
@@ -87,18 +87,6 @@ class SegEarthR2LanguageModel(PhiModel):
         self.vision_tower = SiglipVisionTower(config.vision)
         self.mm_projector = build_projector(config.vision.hidden_size, config.text.hidden_size)
         self.vision_tower_mask = SwinTransformer(config.mask)
-
-    def _apply(self, fn, recurse: bool = True):
-        """After ``.to(dtype)``/``.half()``, rebuild the rotary ``inv_freq`` in fp32 (a bf16 copy would shift
-        every RoPE angle); device moves keep working as usual."""
-        super()._apply(fn, recurse)
-        inv_freq = self.rotary_emb.inv_freq
-        if inv_freq.dtype != torch.float32:
-            from transformers.models.phi.modeling_phi import PhiRotaryEmbedding
-
-            with torch.device(inv_freq.device):
-                self.rotary_emb = PhiRotaryEmbedding(config=self.config)
-        return self
 
 
 class SegEarthR2(nn.Module):

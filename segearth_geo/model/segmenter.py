@@ -32,8 +32,10 @@ import numpy as np
 import torch
 
 from segearth_geo.errors import ModelError, UsageError
+from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
+from segearth_geo.model.pixel_decoder import PixelFeatures
 from segearth_geo.model.preprocess import PreparedImage, crop_back, prepare_images
-from segearth_geo.model.prompt import answer_from_generated, encode_conversation, encode_prompt, target_labels
+from segearth_geo.model.prompt import answer_from_generated, encode_conversation, encode_prompt_parts, target_labels
 from segearth_geo.model.tokenizer import SEG_TOKEN
 from segearth_geo.prediction import ChipPrediction, Target
 
@@ -95,10 +97,14 @@ class SegEarthR2Segmenter:
         seg_pass: how the final-sequence forward that yields the ``[SEG]`` states is run: ``"cache"`` (default)
             feeds all generated ids at once on top of the prompt's KV cache, ``"full"`` re-runs prompt +
             generated ids from scratch. Both are the same teacher-forced pass (equal up to float noise).
+        cache_mb: bound of the per-chip image-state cache in MiB (:mod:`~segearth_geo.model.image_cache`;
+            ``None``: a default that fits the device, ``0``: no cache). A chip that comes back with another
+            prompt reuses its SigLIP tokens, its LLM prefix key/values and its mask features.
     """
 
     def __init__(self, model, tokenizer, device="auto", dtype=None, batch_size: int | None = None,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seg_pass: str = "cache") -> None:
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seg_pass: str = "cache",
+                 cache_mb: float | None = None) -> None:
         if seg_pass not in ("cache", "full"):
             raise UsageError(f"seg_pass must be 'cache' or 'full', not {seg_pass!r}")
         self.seg_pass = seg_pass
@@ -118,10 +124,17 @@ class SegEarthR2Segmenter:
         # Benchmarks only: ignore EOS and generate exactly this many ids, the last one forced to [SEG]
         # (so random weights still exercise one target per chip and the trailing-[SEG] path).
         self.forced_answer_length: int | None = None
+        if cache_mb is not None and cache_mb < 0:
+            raise UsageError(f"cache_mb must be >= 0 MiB (0: no cache), got {cache_mb}")
+        self.cache = ImageCache(default_cache_bytes(self.device) if cache_mb is None else int(cache_mb * 2**20),
+                                tier_order=("vision", "mask", "prefix"))
+        # Preprocessing that shapes the cached state: fixed per segmenter, part of every key anyway.
+        self._cache_salt = f"segearth-r2|{self.chip_size}|{self.dtype}"
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device="auto", dtype=None, batch_size: int | None = None,
-                        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SegEarthR2Segmenter:
+                        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                        cache_mb: float | None = None) -> SegEarthR2Segmenter:
         """Load a checkpoint directory or repo id (:func:`~segearth_geo.model.checkpoint.load_pretrained`)."""
         from segearth_geo.model.checkpoint import load_pretrained
 
@@ -129,12 +142,16 @@ class SegEarthR2Segmenter:
         loaded = load_pretrained(path, device=dev, dtype=dt)
         log.info("SegEarth-R2 from %s on %s (%s)", loaded.path, dev, str(dt).replace("torch.", ""))
         return cls(loaded.model, loaded.tokenizer, device=dev, dtype=dt, batch_size=batch_size,
-                   max_new_tokens=max_new_tokens)
+                   max_new_tokens=max_new_tokens, cache_mb=cache_mb)
 
     @property
     def device_description(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         return f"{self.device} ({name}, {str(self.dtype).replace('torch.', '')})"
+
+    def cache_stats(self) -> dict:
+        """Hits, misses (per tier), bytes and items of the image-state cache (logged by the engine after a run)."""
+        return self.cache.stats().to_dict()
 
     # ------------------------------------------------------------------------------------------ public API
     def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]:
@@ -194,20 +211,19 @@ class SegEarthR2Segmenter:
         with self._autocast():
             with self._stage("preprocess"):
                 prepared = [prepare_images(np.asarray(image), self.config, self.device) for image in images]
-                siglip = torch.stack([p.siglip for p in prepared]).to(self.device, self.dtype)  # [B,3,s,s]
-            with self._stage("siglip"):
-                image_embeds = self.model.encode_images(siglip)  # [B,T_img,D]
+                keys = [chip_key(np.asarray(image), self._cache_salt) for image in images]
             if answers is None:
-                prompt_ids = [encode_prompt(self.tokenizer, p, image_token_index=self.config.image_token_index)
-                              for p in prompts]
-                generation = self._generate(prompt_ids, image_embeds)
+                parts = [encode_prompt_parts(self.tokenizer, p, image_token_index=self.config.image_token_index)
+                         for p in prompts]
+                prompt_ids = [ids for ids, _ in parts]
+                generation = self._generate(prompt_ids, [start for _, start in parts], keys, prepared)
                 texts = [self._answer_text(g) for g in generation.ids]
                 if self.seg_pass == "cache":
                     seg_states, owner, with_seg = self._seg_states_cached(generation)
                 else:
                     seg_states, owner, with_seg = self._seg_states(
                         [p + g for p, g in zip(prompt_ids, generation.ids)], [len(p) for p in prompt_ids],
-                        image_embeds)
+                        self._image_embeds(keys, prepared, list(range(len(images)))))
             else:
                 encoded = [encode_conversation(self.tokenizer, p, a, eos_token_id=self.config.eos_token_id,
                                                image_token_index=self.config.image_token_index)
@@ -218,8 +234,9 @@ class SegEarthR2Segmenter:
                 full_ids = [e.input_ids for e in encoded]
                 starts = [e.prompt_length for e in encoded]
                 texts = [a.strip() for a in answers]
-                seg_states, owner, with_seg = self._seg_states(full_ids, starts, image_embeds)
-            probabilities = self._masks(seg_states, owner, with_seg, prepared)
+                seg_states, owner, with_seg = self._seg_states(
+                    full_ids, starts, self._image_embeds(keys, prepared, list(range(len(images)))))
+            probabilities = self._masks(seg_states, owner, with_seg, prepared, keys)
         results = []
         for b, (text, prompt) in enumerate(zip(texts, prompts)):
             masks = probabilities.get(b, [])
@@ -228,6 +245,84 @@ class SegEarthR2Segmenter:
             targets = [Target(label=label, probability=mask) for label, mask in zip(labels, masks)]
             results.append(ChipPrediction(answer=text, targets=targets))
         return results
+
+    def _image_embeds(self, keys: list[str], prepared: list[PreparedImage], rows: list[int]) -> torch.Tensor:
+        """Projected SigLIP tokens ``[len(rows), T_img, D]`` of the chips ``rows``, from the cache where held."""
+        found = {b: self.cache.get(keys[b], "vision") for b in rows}
+        missing = [b for b in rows if found[b] is None]
+        if missing:
+            with self._stage("siglip"):
+                pixels = torch.stack([prepared[b].siglip for b in missing]).to(self.device, self.dtype)  # [M,3,s,s]
+                embeds = self.model.encode_images(pixels)  # [M,T_img,D]
+            for k, b in enumerate(missing):
+                found[b] = embeds[k]
+                if self.cache.enabled:
+                    self.cache.put(keys[b], "vision", embeds[k].clone())
+        return torch.stack([found[b] for b in rows])
+
+    def _prefix_states(self, prefix: list[int], keys: list[str], prepared: list[PreparedImage]):
+        """Per chip, the LLM key/values of the prompt-independent prefix (template + image tokens).
+
+        Returns ``(states, cache)``: one list per chip of ``(keys [H, L_p, d], values [H, L_p, d])`` per
+        layer, and the ``DynamicCache`` of the batch when no chip came from the image cache (``None``
+        otherwise). Chips not in the cache are computed in one batched forward (same length: no padding).
+        """
+        from transformers import DynamicCache
+
+        states: list = [self.cache.get(k, "prefix") for k in keys]
+        missing = [b for b, state in enumerate(states) if state is None]
+        if not missing:
+            return states, None
+        embeds = self._image_embeds(keys, prepared, missing)  # [M,T_img,D]
+        with self._stage("prefill"):
+            row = torch.tensor(prefix, dtype=torch.long, device=self.device)
+            inputs = self.model.build_inputs([row] * len(missing), embeds)  # [M,L_p,D], all real positions
+            cache = DynamicCache(config=self.model.model.config)
+            self._llm(inputs.inputs_embeds, inputs.attention_mask, inputs.position_ids, cache)
+            for k, b in enumerate(missing):
+                state = [(layer.keys[k], layer.values[k]) for layer in cache.layers]
+                if self.cache.enabled:
+                    state = [(key.clone(), value.clone()) for key, value in state]
+                    self.cache.put(keys[b], "prefix", state)
+                states[b] = state
+        return states, (cache if len(missing) == len(keys) else None)
+
+    def _prefill(self, prompt_ids: list[list[int]], starts: list[int], keys: list[str],
+                 prepared: list[PreparedImage]):
+        """The prompt's KV cache: the shared prefix (cached or computed), then the instructions on top of it.
+
+        Layout ``[B, L_p + W]``: the prefix of every chip at positions ``0..L_p-1`` (identical template), then
+        each chip's instruction ids ``[B, W]`` **left**-padded inside their own block, so that every row ends
+        with a real id and the prefix state of one chip is valid in any batch. Position ids of real ids are
+        contiguous (``L_p + 0..n_b-1``); padding is masked out. Returns ``(hidden [B,W,D], cache, mask, lengths)``.
+        """
+        from transformers import DynamicCache
+
+        prefix = prompt_ids[0][: starts[0]]
+        if any(ids[:start] != prefix for ids, start in zip(prompt_ids, starts)):
+            raise ModelError("the prompt template gave different prefixes for different instructions")
+        states, cache = self._prefix_states(prefix, keys, prepared)
+        with self._stage("prefill"):
+            if cache is None:  # some chips came from the image cache: stack every chip's prefix state
+                kv = [(torch.stack([s[layer][0] for s in states]), torch.stack([s[layer][1] for s in states]))
+                      for layer in range(len(states[0]))]  # each [B,H,L_p,d]
+                cache = DynamicCache(ddp_cache_data=kv, config=self.model.model.config)
+            prefix_length = states[0][0][0].shape[1]
+            suffixes = [ids[start:] for ids, start in zip(prompt_ids, starts)]
+            counts = torch.tensor([len(x) for x in suffixes], dtype=torch.long, device=self.device)  # [B]
+            width, batch = int(counts.max()), len(suffixes)
+            ids = torch.full((batch, width), self.config.pad_token_id, dtype=torch.long, device=self.device)
+            mask = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+            positions = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+            for b, suffix in enumerate(suffixes):
+                n = len(suffix)
+                ids[b, width - n:] = torch.tensor(suffix, dtype=torch.long, device=self.device)
+                mask[b, width - n:] = 1
+                positions[b, width - n:] = prefix_length + torch.arange(n, device=self.device)
+            attention_mask = torch.cat([torch.ones(batch, prefix_length, dtype=torch.long, device=self.device),
+                                        mask], dim=1)  # [B,L_p+W]
+            hidden, cache = self._llm(self.model.model.embed_tokens(ids), attention_mask, positions, cache)
+        return hidden, cache, attention_mask, prefix_length + counts
 
     def _answer_text(self, generated: list[int]) -> str:
         eos = self.config.eos_token_id
@@ -246,8 +341,8 @@ class SegEarthR2Segmenter:
     def _llm(self, inputs_embeds, attention_mask, position_ids, cache=None):
         """Phi-2 forward → (last hidden state after final LN [B,L,D], cache)."""
         out = self.model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                               past_key_values=cache, use_cache=cache is not None)
-        return out.last_hidden_state, out.past_key_values
+                               cache=cache, use_cache=cache is not None)
+        return out.last_hidden_state, out.cache
 
     def _next_token(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """Greedy id from the last states ``[B,D]``; ids ≥ V (not embeddable) are masked. → ``[B]``."""
@@ -255,19 +350,13 @@ class SegEarthR2Segmenter:
         logits[:, self.config.vocab_size:] = float("-inf")
         return logits.argmax(dim=-1)
 
-    def _generate(self, prompt_ids: list[list[int]], image_embeds: torch.Tensor) -> _Generation:
+    def _generate(self, prompt_ids: list[list[int]], starts: list[int], keys: list[str],
+                  prepared: list[PreparedImage]) -> _Generation:
         """Batched greedy decoding with a KV cache; returns the generated ids per chip (EOS included if hit)."""
-        from transformers import DynamicCache
-
         eos = self.config.eos_token_id
-        with self._stage("prefill"):
-            rows = [torch.tensor(p, dtype=torch.long, device=self.device) for p in prompt_ids]
-            inputs = self.model.build_inputs(rows, image_embeds, padding_side="left")
-            attention_mask = prompt_mask = inputs.attention_mask  # [B,L0] long
-            lengths = inputs.lengths.to(self.device)  # [B]
-            cache = DynamicCache(config=self.model.model.config)
-            hidden, cache = self._llm(inputs.inputs_embeds, attention_mask, inputs.position_ids, cache)
-            token = self._next_token(hidden[:, -1])  # [B]
+        hidden, cache, prompt_mask, lengths = self._prefill(prompt_ids, starts, keys, prepared)
+        attention_mask = prompt_mask
+        token = self._next_token(hidden[:, -1])  # [B]
         batch = token.shape[0]
         done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         steps: list[torch.Tensor] = []
@@ -353,14 +442,29 @@ class SegEarthR2Segmenter:
         states = hidden[torch.tensor(batch_index, device=self.device), torch.tensor(seq_index, device=self.device)]
         return states, torch.tensor(owner, device=self.device), with_seg  # [N,D], [N], list
 
-    def _masks(self, seg_states, owner, with_seg: list[int],
-               prepared: list[PreparedImage]) -> dict[int, list[np.ndarray]]:
+    def _mask_features(self, keys: list[str], prepared: list[PreparedImage], rows: list[int]) -> PixelFeatures:
+        """Swin + pixel-decoder features of the chips ``rows`` (batch ``len(rows)``), from the cache where held."""
+        found = {b: self.cache.get(keys[b], "mask") for b in rows}
+        missing = [b for b in rows if found[b] is None]
+        if missing:
+            with self._stage("mask_features"):
+                canvas = torch.stack([prepared[b].mask_image for b in missing]).to(self.device, self.dtype)  # [M,3,S,S]
+                features = self.model.encode_mask_features(canvas)
+            for k, b in enumerate(missing):
+                one = features.select(torch.tensor([k], device=self.device))  # a gather: owns its memory
+                found[b] = one
+                if self.cache.enabled:
+                    self.cache.put(keys[b], "mask", one)
+        chosen = [found[b] for b in rows]
+        return PixelFeatures(torch.cat([f.mask_features for f in chosen]),
+                             [torch.cat([f.multi_scale[level] for f in chosen]) for level in range(len(chosen[0].multi_scale))])
+
+    def _masks(self, seg_states, owner, with_seg: list[int], prepared: list[PreparedImage],
+               keys: list[str]) -> dict[int, list[np.ndarray]]:
         """Mask branch for the chips with ``[SEG]``s → probabilities per chip (float32 ``(H,W)`` each)."""
         if not with_seg:
             return {}
-        with self._stage("mask_features"):
-            canvas = torch.stack([prepared[b].mask_image for b in with_seg]).to(self.device, self.dtype)  # [B',3,S,S]
-            features = self.model.encode_mask_features(canvas)
+        features = self._mask_features(keys, prepared, with_seg)
         with self._stage("mask_decoder"):
             predictions = self.model.decode_masks(seg_states, features, owner)
             logits = predictions.pred_masks.float()  # [N,1,S/4,S/4]

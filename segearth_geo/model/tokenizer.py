@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -194,3 +195,32 @@ def encode_text(tokenizer, text: str) -> list[int]:
         if piece:
             ids.extend(tokenizer.encode(piece, add_special_tokens=False))
     return ids
+
+
+def encode_user_text(tokenizer, text: str) -> list[int]:
+    """Token ids of text typed by a user, as plain text: control tokens cannot be injected.
+
+    The tokenizer's added tokens (``[SEG]``, ``<|endoftext|>``, ``<image>``…) are matched by
+    ``tokenizer.encode`` wherever their literal appears. Here each such literal is instead encoded
+    by the tokenizer's own normaliser, pre-tokenizer and BPE model (``[SEG]`` becomes the ids of
+    ``[``, ``SEG``, ``]``), and the rest of the text as usual, so a prompt never contains a control id.
+    """
+    vocab = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    added = sorted((t for t in vocab if t), key=len, reverse=True)
+    if not added:
+        return tokenizer.encode(text, add_special_tokens=False)
+    pattern = re.compile("(" + "|".join(re.escape(t) for t in added) + ")")
+    backend = tokenizer.backend_tokenizer
+    ids: list[int] = []
+    for k, chunk in enumerate(pattern.split(text)):
+        if not chunk:
+            continue
+        if k % 2 == 0:  # ordinary text between literals
+            ids.extend(tokenizer.encode(chunk, add_special_tokens=False))
+            continue
+        normalised = backend.normalizer.normalize_str(chunk) if backend.normalizer is not None else chunk
+        pieces = backend.pre_tokenizer.pre_tokenize_str(normalised) if backend.pre_tokenizer is not None else [
+            (normalised, None)]
+        ids.extend(token.id for piece, _ in pieces for token in backend.model.tokenize(piece))
+    return ids
+

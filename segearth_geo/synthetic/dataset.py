@@ -30,7 +30,7 @@ from PIL import Image
 
 from segearth_geo.data.rle import rle_encode
 from segearth_geo.data.sample import Sample
-from segearth_geo.errors import OutputError, UsageError
+from segearth_geo.errors import OutputError, OutputNameError, UsageError
 from segearth_geo.synthetic.layout import compose_layout
 from segearth_geo.synthetic.questions import make_question
 from segearth_geo.synthetic.scene import SceneRenderer
@@ -179,7 +179,7 @@ def write_split(
     annotations = root / split / "annotations"
     annotation_path = annotations / f"{split}.json"
     if annotation_path.exists() and not overwrite:
-        raise OutputError(f"{annotation_path} already exists; pass --overwrite to replace the split")
+        raise OutputNameError(f"{annotation_path} already exists; pass --overwrite to replace the split")
     try:
         images.mkdir(parents=True, exist_ok=True)
         annotations.mkdir(parents=True, exist_ok=True)

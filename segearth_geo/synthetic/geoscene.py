@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segearth_geo.errors import OutputError, UsageError
+from segearth_geo.errors import OutputError, OutputNameError, UsageError
 from segearth_geo.synthetic.layout import THEMES, compose_layout
 from segearth_geo.synthetic.objects import PARTS
 from segearth_geo.synthetic.scene import SceneRenderer
@@ -131,7 +131,7 @@ def write_scene(
     path, truth_path = out_dir / f"{name}.tif", out_dir / f"{name}_truth.gpkg"
     for target in (path, truth_path):
         if target.exists() and not overwrite:
-            raise OutputError(f"{target} already exists; pass --overwrite to replace it")
+            raise OutputNameError(f"{target} already exists; pass --overwrite to replace it")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -103,7 +103,7 @@ class EngineClient:
             try:
                 process = subprocess.Popen(  # noqa: S603 - argv list, no shell
                     argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    text=True, encoding="utf-8", bufsize=1, env=env, startupinfo=startupinfo,
+                    text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, startupinfo=startupinfo,
                 )
             except OSError as exc:
                 raise EngineError(f"cannot start the engine ({' '.join(argv)}): {exc}") from exc
@@ -230,8 +230,11 @@ class EngineClient:
             except json.JSONDecodeError:
                 self._log(f"engine wrote a non-JSON line on stdout: {line.rstrip()}")
                 continue
+            request_id = message.get("id") if isinstance(message, dict) else ()
+            if not isinstance(request_id, (str, type(None))):
+                continue  # not a reply to us: this client only sends string ids
             with self._lock:
-                target = self._queues.get(message.get("id"))
+                target = self._queues.get(request_id)
             if target is not None:
                 target.put(message)
         code = process.wait()

@@ -18,6 +18,7 @@ class SegmentResult:
         device: device the model ran on.
         seconds: engine wall time.
         crs: CRS of the polygons (the raster's CRS) as the engine spells it.
+        reused_chips: chips whose image work the model took from its cache in this run (0 without a cache).
     """
 
     output: str
@@ -27,6 +28,7 @@ class SegmentResult:
     device: str = ""
     seconds: float = 0.0
     crs: str | None = None
+    reused_chips: int = 0
 
     @classmethod
     def from_reply(cls, reply: dict[str, Any]) -> "SegmentResult":
@@ -38,6 +40,7 @@ class SegmentResult:
             device=str(reply.get("device") or ""),
             seconds=float(reply.get("seconds") or 0.0),
             crs=reply.get("crs"),
+            reused_chips=_reused_chips(reply.get("cache")),
         )
 
     @property
@@ -56,3 +59,13 @@ class SegmentResult:
             if answer.strip():
                 seen.setdefault(answer.strip(), None)
         return list(seen)
+
+
+def _reused_chips(cache: Any) -> int:
+    """Chips served from the model's image cache in this run, from the reply's ``cache`` stats (hits per
+    tier in this run; the tier hit most often counts each reused chip once per prompt)."""
+    if not isinstance(cache, dict) or not isinstance(cache.get("hits"), dict):
+        return 0
+    hits = cache["hits"]
+    return int(max((v for v in hits.values() if isinstance(v, int)), default=0))
+

@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.engine_client import EngineClient
+from .batch_algorithm import SegmentManyRastersAlgorithm
 from .segment_algorithm import SegmentByPromptAlgorithm
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.png")
@@ -30,3 +31,4 @@ class SegEarthProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(SegmentByPromptAlgorithm(self.client_factory))
+        self.addAlgorithm(SegmentManyRastersAlgorithm(self.client_factory))

@@ -1,0 +1,148 @@
+"""Processing algorithm "Segment many rasters": a batch job (``segearth-geo batch``) out of process.
+
+Raster layers or files, prompts (one per line), an output folder and an optional AOI
+layer go to the engine's ``batch`` command; its JSON progress drives the Processing
+progress bar, a line per finished scene goes to the log, and the merged layer (in the
+project's CRS) is added to the project when the job is done. Running it again on the same
+folder resumes the job (finished units are not redone).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+
+from ..core.batch_client import BatchRequest, run_batch_job
+from ..core.engine_client import EngineCancelled, EngineClient, EngineError
+
+MERGED_FILE = "merged.gpkg"
+
+
+def tr(text: str) -> str:
+    return QCoreApplication.translate("SegEarth", text)
+
+
+class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
+    INPUTS, PROMPTS, AOI, GSD, THRESHOLD, MIN_AREA, OUTPUT_DIR, MERGED = (
+        "INPUTS", "PROMPTS", "AOI", "GSD", "THRESHOLD", "MIN_AREA", "OUTPUT_DIR", "MERGED")
+
+    def __init__(self, client_factory: Callable[[], EngineClient]) -> None:
+        super().__init__()
+        self.client_factory = client_factory
+        self.request: BatchRequest | None = None
+        self.merge_crs = None
+
+    def createInstance(self) -> "SegmentManyRastersAlgorithm":
+        return SegmentManyRastersAlgorithm(self.client_factory)
+
+    def name(self) -> str:
+        return "segment_many_rasters"
+
+    def displayName(self) -> str:
+        return tr("Segment many rasters")
+
+    def shortHelpString(self) -> str:
+        return tr("Runs a SegEarth batch job (an external process) on many rasters and prompts: one result file "
+                  "per raster and prompt in the output folder, plus a merged layer in the project's CRS that is "
+                  "added to the project. With an AOI layer only the areas it covers are processed. Run again on "
+                  "the same folder to resume an interrupted job.")
+
+    def initAlgorithm(self, config=None) -> None:
+        self.addParameter(QgsProcessingParameterMultipleLayers(self.INPUTS, tr("Raster layers or files"),
+                                                               QgsProcessing.SourceType.TypeRaster))
+        self.addParameter(QgsProcessingParameterString(self.PROMPTS, tr("Prompts (one per line)"), multiLine=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(self.AOI, tr("Areas of interest (optional)"),
+                                                              [QgsProcessing.SourceType.TypeVectorPolygon],
+                                                              optional=True))
+        self.addParameter(QgsProcessingParameterNumber(self.GSD, tr("GSD (m/px, 0 = native)"),
+                                                       QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(self.THRESHOLD, tr("Threshold"),
+                                                       QgsProcessingParameterNumber.Type.Double, 0.5,
+                                                       minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(self.MIN_AREA, tr("Minimum area (m², 0 = none)"),
+                                                       QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, tr("Output folder")))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.MERGED, tr("Merged polygons"),
+                                                      QgsProcessing.SourceType.TypeVectorPolygon))
+
+    def prepareAlgorithm(self, parameters: dict[str, Any], context, feedback) -> bool:
+        layers = self.parameterAsLayerList(parameters, self.INPUTS, context)
+        sources = []
+        for layer in layers:
+            if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+                raise QgsProcessingException(tr("{0} is not a file raster; batch jobs read GDAL rasters (files or "
+                                                "/vsicurl/ URLs) only").format(layer.name()))
+            sources.append(layer.source())
+        if not sources:
+            raise QgsProcessingException(tr("Choose at least one raster."))
+        prompts = [p.strip() for p in self.parameterAsString(parameters, self.PROMPTS, context).splitlines()
+                   if p.strip()]
+        if not prompts:
+            raise QgsProcessingException(tr("Give at least one prompt (one per line)."))
+        out_dir = self.parameterAsString(parameters, self.OUTPUT_DIR, context)
+        crs = context.project().crs() if context.project() is not None else None
+        if crs is None or not crs.isValid():
+            crs = layers[0].crs()
+        self.merge_crs = crs
+        self.request = BatchRequest(
+            sources=sources, prompts=prompts, out_dir=out_dir, merge=os.path.join(out_dir, MERGED_FILE),
+            merge_crs=crs.authid() or crs.toWkt(),
+            gsd=self.parameterAsDouble(parameters, self.GSD, context) or None,
+            threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context) or None)
+        return True
+
+    def processAlgorithm(self, parameters: dict[str, Any], context, feedback) -> dict[str, Any]:
+        request = self.request
+        if parameters.get(self.AOI) not in (None, ""):
+            request.aoi = self.parameterAsCompatibleSourceLayerPath(parameters, self.AOI, context, ["gpkg", "shp"],
+                                                                    "gpkg", feedback)
+        os.makedirs(request.out_dir, exist_ok=True)
+        settings = self.client_factory().settings
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("kind") == "chips":
+                feedback.setProgress(100.0 * event.get("chips_done", 0) / max(1, event.get("chips_total", 0)))
+            elif event.get("kind") == "scene":
+                feedback.pushInfo(event.get("message", ""))
+            elif event.get("kind") == "unit" and "failed" in event.get("message", ""):
+                feedback.pushWarning(event.get("message", ""))
+
+        try:
+            report = run_batch_job(settings, request, on_event=on_event, is_cancelled=feedback.isCanceled,
+                                   log=feedback.pushDebugInfo)
+        except EngineCancelled:
+            return {}
+        except EngineError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        for failure in report.get("failures", []):
+            feedback.reportError(tr("{0}: {1}").format(failure["source"], failure["error"]), fatalError=False)
+        merged = report.get("merged")
+        if not merged:
+            raise QgsProcessingException(tr("The batch job wrote no merged file; see the log."))
+        layer = QgsVectorLayer(f"{merged}|layername=segments", tr("SegEarth batch"), "ogr")
+        if not layer.isValid():
+            raise QgsProcessingException(tr("Cannot open the merged file {0}.").format(merged))
+        feedback.pushInfo(tr("{0} polygons from {1} scene(s) in {2:.1f} s; results in {3}").format(
+            layer.featureCount(), sum(s["status"] == "done" for s in report.get("scenes", [])),
+            report.get("seconds", 0.0), request.out_dir))
+        context.temporaryLayerStore().addMapLayer(layer)
+        context.addLayerToLoadOnCompletion(
+            layer.id(), QgsProcessingContext.LayerDetails(tr("SegEarth batch"), context.project(), self.MERGED))
+        return {self.MERGED: layer.id(), self.OUTPUT_DIR: request.out_dir}

@@ -1,0 +1,155 @@
+"""Running one work unit: windowed reads -> segmenter (every prompt) -> pieces -> shard.
+
+:class:`UnitRunner` is what a worker holds for the whole job: the segmenter (loaded
+once) and the scene it read last (kept open, so consecutive units of one scene do not
+reopen it or recompute its stretch). Per unit it runs the same three-stage pipeline as
+:func:`~segearth_geo.engine.segment_raster` — a reader thread reading chips ahead, this
+thread calling the segmenter, a pool of vectoriser threads — with two differences:
+
+* all prompts of a chip batch run back to back on the same RGB arrays (a segmenter that
+  caches per-image work can reuse it; the chips are read once for every prompt);
+* the vectoriser pool is sized from the cores available to the worker, not fixed.
+
+Each prompt's pieces are collected by a :class:`~segearth_geo.stitch.Stitcher` through the
+engine's own pipeline (:func:`~segearth_geo.engine.run_chips`); its pieces are read out
+(:meth:`~segearth_geo.stitch.Stitcher.pieces`) instead of finished and written as the unit's shard.
+A unit's failure is returned as a one-line reason in :class:`UnitResult`, never raised, so one bad
+scene does not stop a job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import rasterio
+
+from segearth_geo import engine
+from segearth_geo.batch.config import EngineParams
+from segearth_geo.batch.plan import UnitSpec, chips_at
+from segearth_geo.batch.shard import PromptPieces, write_shard
+from segearth_geo.errors import SegEarthGeoError
+from segearth_geo.raster import SceneReader, open_scene
+from segearth_geo.stitch import Stitcher
+
+MAX_VECTORISERS = 8
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What a worker reports for one unit.
+
+    Attributes:
+        id: the unit's id.
+        chips: chips processed (sent to the segmenter); ``skipped``: fully invalid chips.
+        seconds: wall time of the unit.
+        error: one-line reason when the unit failed, else ``None`` (then ``shard`` exists).
+        worker: who ran it (host:pid).
+    """
+
+    id: str
+    chips: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    shard: str | None = None
+    worker: str = ""
+
+
+def shard_path(shard_dir: Path, unit: UnitSpec) -> Path:
+    return Path(shard_dir) / unit.scene_id / f"{unit.id}.parquet"
+
+
+class UnitRunner:
+    """Runs units with one segmenter (see the module docstring).
+
+    Args:
+        segmenter: the loaded segmenter (``chip_size``, ``segment(chips, prompt)``).
+        prompts: the job's prompts.
+        params: engine parameters of the job.
+        shard_dir: folder of the shards (``OUT_DIR/shards``, shared by every worker).
+        gdal_options: GDAL configuration options (and credentials) for the reads.
+        cores: cores for the vectoriser pool (default: all available).
+    """
+
+    def __init__(self, segmenter: Any, prompts: tuple[str, ...], params: EngineParams, shard_dir: Path,
+                 gdal_options: dict[str, str] | None = None, cores: int | None = None) -> None:
+        self.segmenter, self.prompts, self.params = segmenter, tuple(prompts), params
+        self.shard_dir = Path(shard_dir)
+        options = dict(gdal_options or {})
+        if "GDAL_CACHEMAX" not in os.environ and "GDAL_CACHEMAX" not in options:
+            options["GDAL_CACHEMAX"] = engine.GDAL_CACHE_MB
+        self.gdal_options = options
+        self.vectorisers = max(1, min(MAX_VECTORISERS, cores or available_cores()))
+        self.worker = f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
+        self._open: tuple[str, SceneReader, ExitStack] | None = None
+
+    def close(self) -> None:
+        """Close the scene kept open."""
+        if self._open is not None:
+            self._open[2].close()
+            self._open = None
+
+    def _reader(self, source: str) -> SceneReader:
+        if self._open is not None and self._open[0] == source:
+            return self._open[1]
+        self.close()
+        stack = ExitStack()
+        try:
+            stack.enter_context(rasterio.Env(**self.gdal_options))
+            reader = stack.enter_context(open_scene(source, bands=self.params.bands, gsd=self.params.gsd))
+        except BaseException:
+            stack.close()
+            raise
+        self._open = (source, reader, stack)
+        return reader
+
+    def run(self, unit: UnitSpec, progress: Callable[[int], None] | None = None) -> UnitResult:
+        """Process ``unit`` and write its shard; failures come back as ``UnitResult.error``."""
+        started = time.perf_counter()
+        try:
+            reader = self._reader(unit.source)
+            scene = reader.scene
+            chips = chips_at(scene.width, scene.height, self.params.chip_size, self.params.overlap, unit.chips)
+            stitchers = [Stitcher(scene.width, scene.height, self.params.threshold, default_label=p)
+                         for p in self.prompts]
+            records = self._pipeline(reader, chips, stitchers, progress or (lambda n: None))
+            results = []
+            for stitcher, recs in zip(stitchers, records):
+                final, border = stitcher.pieces()
+                results.append(PromptPieces(final, border, recs))
+            path = write_shard(shard_path(self.shard_dir, unit), results)
+        except Exception as exc:  # noqa: BLE001 - a unit's failure is data for the ledger
+            self.close()  # a broken dataset must not be reused
+            return UnitResult(unit.id, seconds=time.perf_counter() - started, error=_reason(exc), worker=self.worker)
+        processed = len(records[0]) if records else 0
+        return UnitResult(unit.id, chips=processed, skipped=len(chips) - processed,
+                          seconds=time.perf_counter() - started, shard=str(path), worker=self.worker)
+
+    def _pipeline(self, reader: SceneReader, chips: list, stitchers: list[Stitcher],
+                  progress: Callable[[int], None]) -> list[list[tuple[int, str, str]]]:
+        """Read, segment (every prompt, back to back) and vectorise ``chips``; per prompt ``(chip, answer, labels)``."""
+        records = engine.run_chips(reader, chips, self.segmenter, list(self.prompts), self.params.batch_size,
+                                   stitchers, progress, vectorisers=self.vectorisers)
+        return [[(c.index, answer, ", ".join(labels)) for c, answer, labels in recs] for recs in records]
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the ledger: the library's own message, else the exception type and first line."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(exc, SegEarthGeoError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -30,11 +30,13 @@ import time
 import numpy as np
 import torch
 
-from segearth_geo.model.configuration import SegEarthR2Config
-from segearth_geo.model.preprocess import crop_back, prepare_images
-from segearth_geo.model.prompt import SYSTEM, USER_MESSAGE, encode_prompt
-from segearth_geo.model.segearth_r2 import SegEarthR2
-from segearth_geo.model.segmenter import SegEarthR2Segmenter, StageTimes, resolve_device
+from segearth_geo.model.crop_back import crop_back
+from segearth_geo.model.device import resolve_device
+from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
+from segearth_geo.model.segearth_r2.modeling import SegEarthR2
+from segearth_geo.model.segearth_r2.preprocess import prepare_images
+from segearth_geo.model.segearth_r2.prompt import SYSTEM, USER_MESSAGE, encode_prompt
+from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter, StageTimes
 
 STAGES = ("preprocess", "siglip", "prefill", "decode", "seg_forward", "mask_features", "mask_decoder")
 PROMPT = "Find all buildings with a red roof next to the river."

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from segearth_geo.model.device import resolve_device
     from segearth_geo.model.segearth_r1.segmenter import SegEarthR1Segmenter
-    from segearth_geo.model.segmenter import resolve_device
 
     device, dtype = resolve_device(args.device, args.dtype)
     began = time.perf_counter()

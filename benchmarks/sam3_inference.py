@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import Sam3Config, Sam3Model
 
+    from segearth_geo.model.device import resolve_device
     from segearth_geo.model.sam3 import Sam3Segmenter
-    from segearth_geo.model.segmenter import resolve_device
     from tests.sam3_fixtures import tiny_clip_tokenizer  # byte-level CLIP BPE: ids fit the real vocabulary
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "Train SegEarth-R2 from a YAML config."),
     "merge": ("merge", "Merge a training checkpoint into an inference checkpoint."),
     "eval": ("evaluate", "Evaluate a model on a benchmark (gIoU / cIoU)."),
+    "model-check": ("model_check", "Compare SegEarth-R2 prompt templates on a checkpoint (loss, gIoU per variant)."),
     "worker": ("worker", "Serve segmentation requests as JSON lines on stdin/stdout."),
     "models": ("models", "List the known models (hub id, licence, size, chip size, cached?, device)."),
     "batch": ("batch", "Segment many rasters by many prompts into one resumable job folder (local or Ray)."),

@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import torch
 
-from segearth_geo.model.prompt import SYSTEM, USER_MESSAGE
+from segearth_geo.model.segearth_r2.prompt import SYSTEM, USER_MESSAGE
 
 CORPUS = [
     SYSTEM,
@@ -34,7 +34,7 @@ def tiny_tokenizer(vocab_size: int = 400):
 
 
 def tiny_config(tokenizer, **overrides):
-    from segearth_geo.model.configuration import SegEarthR2Config
+    from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
 
     return SegEarthR2Config.from_preset("tiny", vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
                                         **overrides)
@@ -42,7 +42,7 @@ def tiny_config(tokenizer, **overrides):
 
 def tiny_model_and_tokenizer(seed: int = 0, steer: bool = False, **overrides):
     """A deterministic tiny model (eval mode, fp32, CPU) and its tokenizer."""
-    from segearth_geo.model.segearth_r2 import SegEarthR2
+    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
 
     tokenizer = tiny_tokenizer()
     config = tiny_config(tokenizer, **overrides)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from segearth_geo.model.configuration import SegEarthR2Config
-from segearth_geo.model.segearth_r2 import SegEarthR2
+from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
+from segearth_geo.model.segearth_r2.modeling import SegEarthR2
 
 KEY_INVENTORY = Path("/work/shared/spec/segearth_r2_state_dict_keys.txt")
 

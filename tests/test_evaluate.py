@@ -128,7 +128,7 @@ def test_tiny_segearth_r2_end_to_end(reader):
     import torch
     from model_fixtures import tiny_model_and_tokenizer
 
-    from segearth_geo.model.segmenter import SegEarthR2Segmenter
+    from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter
 
     torch.set_num_threads(1)
     model, tokenizer = tiny_model_and_tokenizer(steer=True)

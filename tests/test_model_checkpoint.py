@@ -12,14 +12,14 @@ import torch
 from model_fixtures import tiny_model_and_tokenizer
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.checkpoint import (
+from segearth_geo.model.segearth_r2.checkpoint import (
     INDEX_NAME,
     init_from_components,
     load_pretrained,
     read_numpy_pickle,
     save_pretrained,
 )
-from segearth_geo.model.prompt import encode_conversation
+from segearth_geo.model.segearth_r2.prompt import encode_conversation
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import torch
 from model_fixtures import random_chip, tiny_model_and_tokenizer
 
 from segearth_geo.model.image_cache import ImageCache, chip_key, nbytes
-from segearth_geo.model.segmenter import SegEarthR2Segmenter
+from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from model_network_fixtures import naive_ms_deform_attn, swin_to_hf_state_dict, tiny_model
 
-from segearth_geo.model.configuration import MaskConfig
+from segearth_geo.model.branch_configuration import MaskConfig
 from segearth_geo.model.mask_decoder import CrossAttentionLayer, MultiScaleMaskedTransformerDecoder, clear_full_rows
 from segearth_geo.model.msdeform_attn import MSDeformAttn, ms_deform_attn_core
 from segearth_geo.model.pixel_decoder import PixelFeatures, reference_points

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segearth_geo.model.prompt import (
+from segearth_geo.model.segearth_r2.prompt import (
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
     answer_from_generated,

@@ -125,7 +125,7 @@ def test_crop_back_puts_masks_on_the_chip_pixels_of_a_non_square_chip():
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.9
     # R2's top-left crop on the same canvas misses by the letterbox offset.
-    from segearth_geo.model.preprocess import crop_back
+    from segearth_geo.model.crop_back import crop_back
 
     shifted = (crop_back(logits, box.resized_hw, box.original_hw, canvas)[0] > 0).numpy()
     assert (shifted & truth).sum() / (shifted | truth).sum() < 0.5

@@ -10,10 +10,11 @@ import torch
 from model_fixtures import random_chip, tiny_model_and_tokenizer
 
 from segearth_geo.errors import UsageError
+from segearth_geo.model.crop_back import crop_back
 from segearth_geo.model.image_cache import chip_key
-from segearth_geo.model.preprocess import crop_back, prepare_images, resized_size
-from segearth_geo.model.prompt import encode_prompt_parts
-from segearth_geo.model.segmenter import SegEarthR2Segmenter
+from segearth_geo.model.segearth_r2.preprocess import prepare_images, resized_size
+from segearth_geo.model.segearth_r2.prompt import encode_prompt_parts
+from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter
 from segearth_geo.prediction import Segmenter
 
 torch.set_num_threads(1)
@@ -168,7 +169,7 @@ def test_cuda_out_of_memory_halves_the_batch(steered, chips):
 
 def test_load_segmenter_from_a_checkpoint_directory(tmp_path, steered, chips, caplog):
     from segearth_geo import load_segmenter
-    from segearth_geo.model.checkpoint import save_pretrained
+    from segearth_geo.model.segearth_r2.checkpoint import save_pretrained
 
     model, tokenizer = steered
     save_pretrained(model, tokenizer, tmp_path)

@@ -82,7 +82,7 @@ def test_prompt_that_does_not_fit_is_skipped(setup):
 
 
 def test_batch_targets_masks_and_grids(setup):
-    from segearth_geo.model.segearth_r2 import SegEarthR2
+    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
 
     tokenizer, config = setup
     samples = [

@@ -115,7 +115,7 @@ def _teacher_forced_logits(model, tokenizer, samples):
 
 @pytest.mark.slow
 def test_cli_train_then_merge_gives_the_same_model(tmp_path):
-    from segearth_geo.model.checkpoint import load_pretrained
+    from segearth_geo.model.segearth_r2.checkpoint import load_pretrained
     from segearth_geo.training.setup import add_lora, build_model, select_trainable
     from segearth_geo.training.state import load_trainable_state
 
@@ -159,7 +159,7 @@ def test_cli_train_then_merge_gives_the_same_model(tmp_path):
 @pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_synthearth_samples(tmp_path):
     from segearth_geo.evaluation.evaluate import evaluate
-    from segearth_geo.model.segmenter import SegEarthR2Segmenter
+    from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter
     from segearth_geo.training.setup import build_model
     from segearth_geo.training.trainer import _sample_texts
 
@@ -208,7 +208,7 @@ def test_ddp_two_cpu_processes_on_gloo(tmp_path):
     assert state["world_size"] == 2
     rows = (out / "log.csv").read_text().splitlines()[1:]
     assert len(rows) == 3 and all(float(r.split(",")[2]) > 0 for r in rows)
-    from segearth_geo.model.checkpoint import load_pretrained
+    from segearth_geo.model.segearth_r2.checkpoint import load_pretrained
 
     model, _ = load_pretrained(out / "final")
     assert model.config.vocab_size > 0

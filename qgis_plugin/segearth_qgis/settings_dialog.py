@@ -17,6 +17,9 @@ from .core.engine_client import EngineSettings
 
 _KEY = "segearth/"
 DEVICES = ("auto", "cpu", "cuda")
+# The aliases of segearth_geo.model.registry.KNOWN_MODELS, in its order (QGIS never imports segearth_geo's model
+# code; tests/test_plugin_model_list.py checks that this list equals the registry's).
+MODEL_ALIASES = ("demo", "segearth-r1-earthreason", "segearth-r1-rrsisd", "sam3")
 
 
 def tr(text: str) -> str:
@@ -56,9 +59,15 @@ class SettingsDialog(QDialog):
         self.command_edit.setToolTip(tr("Program that runs the engine, e.g. 'segearth-geo' or "
                                         "'/path/to/python -m segearth_geo_cli.main'."))
         layout.addRow(tr("Engine command"), self.command_edit)
-        self.model_edit = QLineEdit(current.model)
-        self.model_edit.setToolTip(tr("'demo', a checkpoint folder, a Hugging Face repo id, or 'file.py:factory'."))
-        layout.addRow(tr("Model"), self.model_edit)
+        self.model_combo = QComboBox()  # the known models, or any other spec typed in
+        self.model_combo.setEditable(True)
+        self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model_combo.addItems(list(MODEL_ALIASES))
+        self.model_combo.setCurrentText(current.model)
+        self.model_combo.setToolTip(tr("A known model from the list, or type a checkpoint folder, a Hugging Face "
+                                       "repo id, or 'file.py:factory'."))
+        self.model_edit = self.model_combo.lineEdit()
+        layout.addRow(tr("Model"), self.model_combo)
         self.device_combo = QComboBox()
         self.device_combo.setEditable(True)
         self.device_combo.addItems(list(DEVICES))
@@ -71,5 +80,5 @@ class SettingsDialog(QDialog):
 
     def engine_settings(self) -> EngineSettings:
         return EngineSettings(command=self.command_edit.text().strip() or EngineSettings().command,
-                              model=self.model_edit.text().strip() or EngineSettings().model,
+                              model=self.model_combo.currentText().strip() or EngineSettings().model,
                               device=self.device_combo.currentText().strip() or "auto")

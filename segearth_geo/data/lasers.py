@@ -1,9 +1,14 @@
 """LaSeRS reader (also reads SynthEarth, which is written in the same layout).
 
-Layout (spec §13.1)::
+Layouts (spec §13.1, §19) — both are what the official code reads::
 
-    <root>/<split>/images/<image_name>
+    <root>/<split>/images/<image_name>                         the dataset class (``<base>/test/…``)
     <root>/<split>/annotations/*.json      every JSON file of the folder is read, sorted by name
+
+    <root>/rs_reason_seg/LaSeRS/<split>/images/<image_name>    the evaluation script's subset listing
+    <root>/rs_reason_seg/LaSeRS/<split>/annotations/*.json     (``<base>/rs_reason_seg/LaSeRS/test/annotations``)
+
+``root`` is the dataset folder itself or the official ``base_data_path``; the first layout wins when both exist.
 
 Each JSON file is a list of records ``{"id", "image_name", "description", "answer",
 "mask": [COCO RLE, …], "dimensions": {…} (optional)}``. The answer holds one ``[SEG]`` per
@@ -43,11 +48,24 @@ def dimensions_from_name(file_name: str) -> dict[str, str]:
     return tags
 
 
+NESTED = ("rs_reason_seg", "LaSeRS")  # the evaluation script's folder under the official base_data_path
+
+
+def lasers_root(root: str | os.PathLike, split: str) -> Path:
+    """The folder holding ``<split>/annotations``: ``root`` itself, else ``root/rs_reason_seg/LaSeRS``."""
+    base = find_root(root)
+    nested = base.joinpath(*NESTED)
+    if not (base / split / "annotations").is_dir() and (nested / split / "annotations").is_dir():
+        return nested
+    return base
+
+
 class LaSeRSReader(BenchmarkReader):
     """LaSeRS JSON split (see the module docstring).
 
     Args:
-        root: the dataset folder holding ``<split>/images`` and ``<split>/annotations``.
+        root: the dataset folder holding ``<split>/images`` and ``<split>/annotations``, or the folder
+            holding ``rs_reason_seg/LaSeRS/<split>/…`` (see the module docstring).
         split: sub-folder name (``"train"``, ``"val"``, ``"test"``).
         annotation_file: read only this file of the annotations folder (default: all ``*.json``).
     """
@@ -55,11 +73,12 @@ class LaSeRSReader(BenchmarkReader):
     name = "lasers"
 
     def __init__(self, root: str | os.PathLike, split: str = "test", annotation_file: str | None = None) -> None:
-        super().__init__(find_root(root), split)
+        super().__init__(lasers_root(root, split), split)
         ann_dir = self.root / split / "annotations"
         self.image_dir = self.root / split / "images"
         if not ann_dir.is_dir():
-            raise DatasetError(f"LaSeRS annotations folder {ann_dir} not found; expected <root>/{split}/annotations/*.json")
+            raise DatasetError(f"LaSeRS annotations folder {ann_dir} not found; expected <root>/{split}/annotations/*.json "
+                               f"or <root>/{'/'.join(NESTED)}/{split}/annotations/*.json")
         files = sorted(ann_dir.glob("*.json")) if annotation_file is None else [ann_dir / annotation_file]
         if not files or not all(f.is_file() for f in files):
             raise DatasetError(f"no LaSeRS annotation file found in {ann_dir}")

@@ -6,7 +6,7 @@ Two modes:
   the k-th reference mask (see :mod:`segearth_geo.evaluation.metrics`).
 * ``"teacher-forced"`` – the reference answer is fed to the model and its ``[SEG]``s
   produce the masks (the official ``eval_seg`` path, spec §11). Needs a segmenter with
-  ``predict(images, prompts, answers)`` (:class:`~segearth_geo.model.segmenter.SegEarthR2Segmenter`).
+  ``predict(images, prompts, answers)`` (:class:`~segearth_geo.model.segearth_r2.segmenter.SegEarthR2Segmenter`).
 
 Segmenters with ``predict(images, prompts, answers=None)`` are called on batches of
 ``batch_size`` samples; any other :class:`~segearth_geo.prediction.Segmenter` is called

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segearth_geo.model.configuration import MaskConfig
+from segearth_geo.model.branch_configuration import MaskConfig
 from segearth_geo.model.pixel_decoder import PixelFeatures
 from segearth_geo.model.position_encoding import sine_position_encoding
 

@@ -105,7 +105,7 @@ class KnownModel:
 
 BACKENDS: dict[str, Backend] = {
     "segearth-r2": Backend("segearth-r2", "SegEarth-R2 (Phi-2 + SigLIP + Swin-B)",
-                           "segearth_geo.model.segmenter:SegEarthR2Segmenter.from_pretrained",
+                           "segearth_geo.model.segearth_r2.segmenter:SegEarthR2Segmenter.from_pretrained",
                            model_types=("mipha_phi",), architectures=("SegEarthR2",)),
     "segearth-r1": Backend("segearth-r1", "SegEarth-R1 (Phi-1.5 + Swin-B)",
                            "segearth_geo.model.segearth_r1.segmenter:load_r1_segmenter",

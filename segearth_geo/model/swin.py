@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segearth_geo.model.configuration import MaskConfig
+from segearth_geo.model.branch_configuration import MaskConfig
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Tokenizers for SegEarth-R2: the real phi-2 BPE (built offline), small trained BPEs, and checkpoint loading.
+"""Phi-family tokenizers: the real phi-2 BPE (built offline), small trained BPEs, and checkpoint loading.
+
+Shared: SegEarth-R2 (Phi-2) uses all of it; SegEarth-R1 (Phi-1.5, the same GPT-2 BPE) reads its files with
+:func:`read_tokenizer_files`.
 
 Facts (spec §4.1, implementation notes):
 

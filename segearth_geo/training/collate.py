@@ -1,7 +1,7 @@
 """Training batches: samples → ids, labels, images and targets (spec §3, §4.2, §5, §8.3).
 
 One template for training and inference: ids and labels come from
-:func:`segearth_geo.model.prompt.encode_conversation`. Truncation happens on the unspliced ids
+:func:`segearth_geo.model.segearth_r2.prompt.encode_conversation`. Truncation happens on the unspliced ids
 with the image's size already accounted for (defect §16.12): the single ``<image>`` placeholder
 becomes ``T_img`` embeddings, so at most ``max_length − T_img + 1`` ids are kept and the spliced
 sequence never exceeds ``max_length``. Only the answer (every ``[SEG]`` and the EOS included) is
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from segearth_geo.errors import UsageError
-from segearth_geo.model.preprocess import prepare_images
-from segearth_geo.model.prompt import encode_conversation
+from segearth_geo.model.segearth_r2.preprocess import prepare_images
+from segearth_geo.model.segearth_r2.prompt import encode_conversation
 from segearth_geo.model.tokenizer import seg_token_id
 from segearth_geo.training.losses import attention_grid
 
@@ -107,7 +107,8 @@ def encode_sample(
     """
     max_length = config.max_length if max_length is None else max_length
     encoded = encode_conversation(
-        tokenizer, instruction, answer, eos_token_id=config.eos_token_id, image_token_index=config.image_token_index
+        tokenizer, instruction, answer, eos_token_id=config.eos_token_id, image_token_index=config.image_token_index,
+        template=config.template,
     )
     if not encoded.valid:
         return None
@@ -132,7 +133,7 @@ class Collator:
 
     Args:
         tokenizer: the model's tokenizer (``[SEG]`` = last id).
-        config: the model's :class:`~segearth_geo.model.configuration.SegEarthR2Config`.
+        config: the model's :class:`~segearth_geo.model.segearth_r2.configuration.SegEarthR2Config`.
         max_length: spliced-sequence limit (default and upper bound ``config.max_length``).
         attention_gt_size: intermediate nearest-resize side of the attention GT (official 800).
     """

@@ -2,8 +2,8 @@
 
 LoRA adapters are folded into their base weights (``W ← W + (α/r)·B·A``, peft's ``merge``) and the
 wrappers removed, so the state dict has exactly the official plain key names; the result is
-written with :func:`~segearth_geo.model.checkpoint.save_pretrained` and reads back with
-:func:`~segearth_geo.model.checkpoint.load_pretrained`.
+written with :func:`~segearth_geo.model.segearth_r2.checkpoint.save_pretrained` and reads back with
+:func:`~segearth_geo.model.segearth_r2.checkpoint.load_pretrained`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def merge_checkpoint(checkpoint: str | Path, output: str | Path, dtype: torch.dt
 
 def export_merged(model: nn.Module, tokenizer, output: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Merge LoRA (if any) in place and write the official layout to ``output``."""
-    from segearth_geo.model.checkpoint import save_pretrained
+    from segearth_geo.model.segearth_r2.checkpoint import save_pretrained
 
     merged = merge_lora(model)
     for p in model.parameters():

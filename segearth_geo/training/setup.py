@@ -1,6 +1,6 @@
 """Build what training starts from: tokenizer, model, LoRA and the trainable/frozen sets (spec §9).
 
-* ``model`` = a checkpoint folder → :func:`~segearth_geo.model.checkpoint.load_pretrained` (weights and
+* ``model`` = a checkpoint folder → :func:`~segearth_geo.model.segearth_r2.checkpoint.load_pretrained` (weights and
   tokenizer); = a preset name → random init with the run's seed. A randomly initialised base is
   written once to ``<output_dir>/init`` so that ``merge`` and ``--resume`` start from the same weights.
 * LoRA (peft) goes into the LLM's decoder layers only (``model.model.layers``): SigLIP also has
@@ -37,10 +37,13 @@ class BuiltModel:
     base_dir: Path | None  # checkpoint holding the weights before training (None: not needed, all trained)
 
 
-def _template_corpus() -> list[str]:
-    from segearth_geo.model.prompt import ASSISTANT_HEADER, SYSTEM, USER_MESSAGE
+def _template_corpus(template: str | None = None) -> list[str]:
+    from segearth_geo.model.segearth_r2.prompt import ASSISTANT_HEADER, DEFAULT_TEMPLATE, SYSTEM, USER_MESSAGE, get_template
 
-    return [SYSTEM, USER_MESSAGE, f"USER: {ASSISTANT_HEADER}", "<|assistant|>"]
+    corpus = [SYSTEM, USER_MESSAGE, f"USER: {ASSISTANT_HEADER}", "<|assistant|>"]
+    if (template or DEFAULT_TEMPLATE) != DEFAULT_TEMPLATE:  # the model's own template text, placeholders out
+        corpus.append(get_template(template).header.replace("<image>", " ").replace("<refer>", " "))
+    return corpus
 
 
 def build_tokenizer(cfg: TrainConfig, texts: Iterable[str], output_dir: Path):
@@ -58,7 +61,7 @@ def build_tokenizer(cfg: TrainConfig, texts: Iterable[str], output_dir: Path):
     if choice == "phi2":
         tokenizer = build_phi2_tokenizer()
     elif choice == "train":
-        corpus = _template_corpus() * 4 + list(texts)
+        corpus = _template_corpus(cfg.model_overrides.get("template")) * 4 + list(texts)
         tokenizer = train_tokenizer(corpus, cfg.tokenizer_vocab_size)
     else:
         tokenizer = load_tokenizer(choice)
@@ -68,9 +71,9 @@ def build_tokenizer(cfg: TrainConfig, texts: Iterable[str], output_dir: Path):
 
 def build_model(cfg: TrainConfig, output_dir: Path, texts: Iterable[str] = (), rank: int = 0, barrier=None) -> BuiltModel:
     """Load or create the starting model (see the module docstring)."""
-    from segearth_geo.model.checkpoint import load_pretrained, save_pretrained
-    from segearth_geo.model.configuration import PRESET_NAMES, SegEarthR2Config
-    from segearth_geo.model.segearth_r2 import SegEarthR2
+    from segearth_geo.model.segearth_r2.checkpoint import load_pretrained, save_pretrained
+    from segearth_geo.model.segearth_r2.configuration import PRESET_NAMES, SegEarthR2Config
+    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
 
     source = Path(cfg.model).expanduser()
     if source.is_dir():

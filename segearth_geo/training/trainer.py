@@ -103,7 +103,7 @@ class _Distributed:
 
 def _canvas_side(cfg: TrainConfig) -> int:
     """Side of generated training chips: ``synth_chip_size`` or the model's canvas ``S``."""
-    from segearth_geo.model.configuration import PRESET_NAMES, SegEarthR2Config
+    from segearth_geo.model.segearth_r2.configuration import PRESET_NAMES, SegEarthR2Config
 
     if cfg.synth_chip_size:
         return int(cfg.synth_chip_size)
@@ -273,7 +273,7 @@ def _evaluate(model, tokenizer, cfg: TrainConfig, device, ddp: _Distributed) -> 
     metrics: dict[str, float] = {}
     if ddp.rank == 0:
         from segearth_geo.evaluation.evaluate import evaluate
-        from segearth_geo.model.segmenter import SegEarthR2Segmenter
+        from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter
         from segearth_geo.training.data import open_source
 
         source = open_source(cfg.eval_dataset or cfg.dataset, cfg.data_root, cfg.eval_split,

@@ -4,10 +4,12 @@ An adapter over transformers' ``Sam3Model`` (``facebook/sam3``, "segment anythin
 
 1. the prompt is split into concepts (:func:`~segearth_geo.model.sam3.concepts.split_concepts`;
    ``"buildings, swimming pools"`` → two queries) and the C concepts go through the CLIP text encoder
-   once (kept for the next call with the same prompt: the engine sends one prompt per run);
+   once (the features of the last few prompts are kept: the engine runs several prompts back to back per
+   batch of chips);
 2. per batch of B chips: padding to the S×S input (:mod:`~segearth_geo.model.sam3.preprocess`), ONE
-   vision-encoder forward ``[B,3,S,S]``; then the B×C (chip, concept) pairs share the vision features and
-   run the DETR encoder/decoder and mask decoder together, ``batch_size`` pairs per forward;
+   vision-encoder forward ``[B,3,S,S]`` over the chips whose features are not cached; then the B×C
+   (chip, concept) pairs share the vision features and run the DETR encoder/decoder and mask decoder
+   together, ``batch_size`` pairs per forward;
 3. each query's detection score is ``sigmoid(logit) · sigmoid(presence)``, as in
    ``Sam3Processor.post_process_instance_segmentation``; a query is an instance when its score is
    ``> score_threshold`` (default 0.5, as in SAM3's examples; strictly greater, like SAM3's own
@@ -20,6 +22,12 @@ probabilities; ``score_threshold`` (constructor / :func:`load_sam3_segmenter` ar
 decides which detections count. Results do not depend on batch composition or order (up to float noise).
 The engine merges the targets of one label per pixel before it vectorises, so instances of one concept
 that overlap or touch come out as one polygon; separate instances stay separate, across chip borders too.
+
+Per-chip image state (:mod:`~segearth_geo.model.image_cache`): the vision backbone's FPN features depend
+on the chip's pixels only, so they are kept per chip (tier ``"vision"``, keyed by the chip's content and the
+preprocessing) and a second prompt — other concepts — on the same chip skips the vision encoder: the cached
+features go to ``Sam3Model`` as ``vision_embeds``. The FPN position encodings depend only on the feature
+shapes (a sine table), so one copy per segmenter serves every chip.
 """
 
 from __future__ import annotations
@@ -27,20 +35,25 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from segearth_geo.errors import CheckpointError, ModelError, UsageError
+from segearth_geo.errors import CheckpointError, UsageError
+from segearth_geo.model.batching import in_batches
+from segearth_geo.model.device import resolve_device
+from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
 from segearth_geo.model.sam3.concepts import split_concepts
 from segearth_geo.model.sam3.configuration import DEFAULT_SCORE_THRESHOLD, SAM3_MODEL_TYPES, Sam3Preprocessing
 from segearth_geo.model.sam3.preprocess import chip_probabilities, prepare_chips
-from segearth_geo.model.segmenter import resolve_device
 from segearth_geo.prediction import ChipPrediction, Target
 
 log = logging.getLogger(__name__)
+
+TEXT_PROMPTS_KEPT = 8  # prompts whose CLIP features are kept (a few KB each)
 
 
 class Sam3Segmenter:
@@ -52,14 +65,17 @@ class Sam3Segmenter:
             strings typed by the user are not turned into control tokens).
         preprocessing: input size and normalisation (:class:`Sam3Preprocessing`); its ``size`` must equal
             the vision encoder's ``image_size`` (default: that size with SAM3's normalisation).
-        device, dtype: see :func:`~segearth_geo.model.segmenter.resolve_device` (bf16 on CUDA, fp32 on CPU).
+        device, dtype: see :func:`~segearth_geo.model.device.resolve_device` (bf16 on CUDA, fp32 on CPU).
         batch_size: chips per vision forward and (chip, concept) pairs per detector forward (default 8 on
             CUDA, 1 on CPU; halved automatically on CUDA out-of-memory).
         score_threshold: detection score in ``[0, 1)`` an instance must exceed to be returned.
+        cache_mb: bound of the per-chip vision-feature cache in MiB (``None``: a default that fits the device,
+            ``0``: no cache); see the module docstring.
     """
 
     def __init__(self, model, tokenizer, preprocessing: Sam3Preprocessing | None = None, device="auto", dtype=None,
-                 batch_size: int | None = None, score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> None:
+                 batch_size: int | None = None, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                 cache_mb: float | None = None) -> None:
         self.device, self.dtype = resolve_device(device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
@@ -75,7 +91,15 @@ class Sam3Segmenter:
             raise UsageError(f"batch_size must be >= 1, got {batch_size!r}")
         self.score_threshold = score_threshold
         self.max_text_length = int(self.config.text_config.max_position_embeddings)
-        self._text_cache: tuple[tuple[str, ...], torch.Tensor, torch.Tensor] | None = None
+        self._text_cache: tuple[tuple[str, ...], torch.Tensor, torch.Tensor] | None = None  # the last used
+        self._texts: OrderedDict[tuple[str, ...], tuple[tuple[str, ...], torch.Tensor, torch.Tensor]] = OrderedDict()
+        if cache_mb is not None and cache_mb < 0:
+            raise UsageError(f"cache_mb must be >= 0 MiB (0: no cache), got {cache_mb}")
+        self.cache = ImageCache(default_cache_bytes(self.device) if cache_mb is None else int(cache_mb * 2**20))
+        prep = self.preprocessing
+        self._cache_salt = (f"sam3|{prep.size}|{prep.image_mean}|{prep.image_std}|{prep.rescale_factor}|"
+                            f"{self.dtype}")
+        self._position_encoding: tuple[torch.Tensor, ...] | None = None  # per FPN level [1,D,H_l,W_l]
 
     @property
     def score_threshold(self) -> float:
@@ -92,6 +116,10 @@ class Sam3Segmenter:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         return f"{self.device} ({name}, {str(self.dtype).replace('torch.', '')})"
 
+    def cache_stats(self) -> dict:
+        """Hits, misses, bytes and items of the vision-feature cache (logged by the engine after a run)."""
+        return self.cache.stats().to_dict()
+
     # ------------------------------------------------------------------------------------------ public API
     def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]:
         """The Segmenter protocol: one prediction per chip; one target per instance of each concept.
@@ -106,21 +134,8 @@ class Sam3Segmenter:
                 raise UsageError(f"chip of shape {shape} is not RGB (h, w, 3) within chip_size {self.chip_size}")
         if not chips:
             return []
-        targets: list[list[Target]] = []
-        start, batch = 0, self.batch_size
-        while start < len(chips):
-            stop = min(start + batch, len(chips))
-            try:
-                targets.extend(self._segment_batch(chips[start:stop], concepts))
-            except torch.cuda.OutOfMemoryError as exc:
-                torch.cuda.empty_cache()
-                if batch == 1:
-                    raise ModelError("CUDA out of memory with one chip per batch; free GPU memory or use "
-                                     "--device cpu") from exc
-                batch = self.batch_size = max(1, batch // 2)
-                log.warning("CUDA out of memory: retrying SAM3 with batch size %d", batch)
-                continue
-            start = stop
+        targets: list[list[Target]] = in_batches(
+            self, len(chips), lambda start, stop: self._segment_batch(chips[start:stop], concepts))
         return [ChipPrediction(answer=self._answer(found, concepts), targets=found) for found in targets]
 
     def _answer(self, targets: list[Target], concepts: list[str]) -> str:
@@ -131,15 +146,20 @@ class Sam3Segmenter:
     def _text_features(self, concepts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Concepts → CLIP features ``[C,L,D]`` (projected to the detector width) and their mask ``[C,L]``."""
         key = tuple(concepts)
-        if self._text_cache is not None and self._text_cache[0] == key:
-            return self._text_cache[1], self._text_cache[2]
+        held = self._texts.get(key)
+        if held is not None:
+            self._texts.move_to_end(key)
+            self._text_cache = held
+            return held[1], held[2]
         encoded = self.tokenizer(concepts, padding="max_length", max_length=self.max_text_length, truncation=True,
                                  split_special_tokens=True, return_tensors="pt")
         input_ids = encoded["input_ids"].to(self.device)  # [C,L]
         attention_mask = encoded["attention_mask"].to(self.device)  # [C,L]
         with torch.inference_mode():
             features = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-        self._text_cache = (key, features, attention_mask)
+        self._text_cache = self._texts[key] = (key, features, attention_mask)
+        while len(self._texts) > TEXT_PROMPTS_KEPT:
+            self._texts.popitem(last=False)
         return features, attention_mask
 
     @torch.inference_mode()
@@ -148,8 +168,11 @@ class Sam3Segmenter:
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
         text, text_mask = self._text_features(concepts)  # [C,L,D], [C,L]
-        pixels, sizes = prepare_chips(chips, self.preprocessing, self.device, self.dtype)  # [B,3,S,S]
-        vision = self.model.get_vision_features(pixel_values=pixels)
+        fpn, sizes = self._vision_features(chips)  # per level [B,D,H_l,W_l]
+        position = self._position_encoding
+        vision = Sam3VisionEncoderOutput(fpn_hidden_states=fpn,
+                                         fpn_position_encoding=tuple(p.expand(len(chips), *p.shape[1:])
+                                                                     for p in position))
         num_concepts = len(concepts)
         pairs = [(b, c) for b in range(len(chips)) for c in range(num_concepts)]  # chip-major
         found: list[list[Target]] = [[] for _ in chips]
@@ -177,6 +200,26 @@ class Sam3Segmenter:
                 for mask, score in zip(masks, scores[p, order].tolist()):
                     found[b].append(Target(label=concepts[c], probability=mask, score=score))
         return found
+
+    def _vision_features(self, chips: list[np.ndarray]) -> tuple[tuple[torch.Tensor, ...], list[tuple[int, int]]]:
+        """FPN features per level ``[B,D,H_l,W_l]`` and each chip's ``(h, w)``: from the cache where held, the
+        others from ONE vision-encoder forward over the chips that miss."""
+        keys = [chip_key(np.ascontiguousarray(chip), self._cache_salt) for chip in chips]
+        found = [self.cache.get(key, "vision") for key in keys]
+        missing = [b for b, f in enumerate(found) if f is None]
+        sizes = [tuple(np.shape(chip)[:2]) for chip in chips]
+        if missing:
+            pixels, _ = prepare_chips([chips[b] for b in missing], self.preprocessing, self.device,
+                                      self.dtype)  # [M,3,S,S]
+            vision = self.model.get_vision_features(pixel_values=pixels)
+            if self._position_encoding is None:
+                self._position_encoding = tuple(p[:1].clone() for p in vision.fpn_position_encoding)
+            for k, b in enumerate(missing):
+                one = torch.tensor([k], device=self.device)  # a gather: each chip's state owns its memory
+                found[b] = tuple(f[one] for f in vision.fpn_hidden_states)  # per level [1,D,H_l,W_l]
+                if self.cache.enabled:
+                    self.cache.put(keys[b], "vision", found[b])
+        return tuple(torch.cat([f[level] for f in found]) for level in range(len(found[0]))), sizes
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -210,7 +253,8 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def load_sam3_segmenter(path: str | Path, device="auto", dtype=None, batch_size: int | None = None,
-                        score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> Sam3Segmenter:
+                        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                        cache_mb: float | None = None) -> Sam3Segmenter:
     """Load a SAM3 checkpoint folder (``facebook/sam3``'s layout, see
     :mod:`~segearth_geo.model.sam3.configuration`) as a :class:`Sam3Segmenter`.
 
@@ -219,6 +263,7 @@ def load_sam3_segmenter(path: str | Path, device="auto", dtype=None, batch_size:
         device, dtype: ``"auto"`` → CUDA with bf16 when available, else CPU with fp32.
         batch_size: see :class:`Sam3Segmenter`.
         score_threshold: detection-score threshold (default 0.5).
+        cache_mb: bound of the per-chip vision-feature cache in MiB (``None``: fits the device, ``0``: off).
 
     Raises:
         CheckpointError: the folder is not a complete SAM3 checkpoint (config, weights, tokenizer).
@@ -259,7 +304,7 @@ def load_sam3_segmenter(path: str | Path, device="auto", dtype=None, batch_size:
         raise CheckpointError(f"{folder}: the CLIP tokenizer has {len(tokenizer)} tokens but the text encoder only "
                               f"{vocab_size}; tokenizer and weights do not belong together")
     segmenter = Sam3Segmenter(model, tokenizer, preprocessing, device=dev, dtype=dt, batch_size=batch_size,
-                              score_threshold=score_threshold)
+                              score_threshold=score_threshold, cache_mb=cache_mb)
     log.info("SAM3 from %s on %s, chip size %d, batch size %d, score threshold %g", folder,
              segmenter.device_description, segmenter.chip_size, segmenter.batch_size, segmenter.score_threshold)
     return segmenter

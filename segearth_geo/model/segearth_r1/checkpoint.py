@@ -30,7 +30,9 @@ from typing import Iterator
 import torch
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.checkpoint import Pretrained, _resolve_device_dtype, load_state_into
+from segearth_geo.model.checkpoint_files import Pretrained, load_state_into
+from segearth_geo.model.checkpoint_files import weight_files as shared_weight_files
+from segearth_geo.model.device import _resolve_device_dtype
 from segearth_geo.model.segearth_r1.configuration import OUR_BLOCK, SegEarthR1Config, read_config_json
 from segearth_geo.model.segearth_r1.prompt import PAD_TOKEN, SEG_TOKEN
 
@@ -98,22 +100,7 @@ def ours_to_official(state: dict[str, torch.Tensor], num_heads: int) -> dict[str
 # ---------------------------------------------------------------------------------------------- files
 def weight_files(directory: Path) -> list[Path]:
     """The weight files of a checkpoint folder (safetensors preferred, then ``.bin``), shards in index order."""
-    for index_name, single in ((SAFE_INDEX, SAFE_NAME), (BIN_INDEX, BIN_NAME)):
-        index = directory / index_name
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (OSError, ValueError, KeyError) as exc:
-                raise CheckpointError(f"malformed shard index {index}: {exc}") from exc
-            files = [directory / name for name in dict.fromkeys(weight_map.values())]
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise CheckpointError(f"{index} names shard files that are missing: {', '.join(missing)}")
-            return files
-        if (directory / single).is_file():
-            return [directory / single]
-    raise CheckpointError(f"no weights in {directory}: expected {SAFE_NAME}, {SAFE_INDEX} + shards, {BIN_NAME} "
-                          f"or {BIN_INDEX} + shards")
+    return shared_weight_files(directory, ("safetensors", "bin"))
 
 
 def read_weights(file: Path) -> dict[str, torch.Tensor]:

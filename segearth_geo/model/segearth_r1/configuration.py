@@ -2,9 +2,9 @@
 
 ``SegEarthR1Config`` reuses the R2 sub-configs for the parts the two models share:
 
-* ``text`` – :class:`~segearth_geo.model.configuration.TextConfig` (Phi-1.5 here: 24 layers, width 2048,
+* ``text`` – :class:`~segearth_geo.model.branch_configuration.TextConfig` (Phi-1.5 here: 24 layers, width 2048,
   partial rotary 0.5; ``vocab_size`` lives at the top level);
-* ``mask`` – :class:`~segearth_geo.model.configuration.MaskConfig` (Swin-B, MSDeformAttn pixel decoder,
+* ``mask`` – :class:`~segearth_geo.model.branch_configuration.MaskConfig` (Swin-B, MSDeformAttn pixel decoder,
   Mask2Former decoder, canvas side S = 1024, pad value 0);
 * ``description`` – :class:`DescriptionConfig`, what is specific to R1: the compression connector and the
   description path (``text_projector``, ``origin_SEG_token_projector``, ``local_project``, ``d_layers``).
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from segearth_geo.errors import CheckpointError, UsageError
-from segearth_geo.model.configuration import MaskConfig, TextConfig
+from segearth_geo.model.branch_configuration import MaskConfig, TextConfig
 
 CONFIG_NAME = "config.json"
 OUR_BLOCK = "segearth_geo"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from segearth_geo.errors import UsageError
-from segearth_geo.model.preprocess import crop_back
+from segearth_geo.model.crop_back import crop_back
 
 
 @dataclass

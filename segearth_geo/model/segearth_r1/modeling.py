@@ -29,7 +29,7 @@ from torch import nn
 from segearth_geo.errors import UsageError
 from segearth_geo.model.mask_decoder import MLP, MaskPredictions, MultiScaleMaskedTransformerDecoder
 from segearth_geo.model.phi import PhiLanguageModel
-from segearth_geo.model.pixel_decoder import MSDeformAttnPixelDecoder
+from segearth_geo.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelFeatures
 from segearth_geo.model.segearth_r1.configuration import SegEarthR1Config
 from segearth_geo.model.swin import SwinTransformer
 
@@ -283,13 +283,22 @@ class SegEarthR1(nn.Module):
         origin = self.origin_SEG_token_projector(pooled)  # [B, d]
         return self.SEG_token_projector(torch.cat([origin, described], dim=-1))  # [B, C]
 
-    def decode_masks(self, queries: torch.Tensor, features: list[torch.Tensor]) -> MaskPredictions:
-        """``queries [B, C]``, Swin features of the same B images → mask logits ``[B, 1, M, M]`` (+ aux)."""
+    def pixel_features(self, features: list[torch.Tensor]) -> PixelFeatures:
+        """Swin ``[res2..res5]`` → pixel-decoder features (``mask_features [B, C, M, M]``, 3 multi-scale maps),
+        cast to the predictor's dtype. They depend on the image only (the segmenter caches them per chip)."""
         pixels = self.pixel_decoder(features)
         dtype = self.predictor.decoder_norm.weight.dtype
         pixels.mask_features = pixels.mask_features.to(dtype)
         pixels.multi_scale = [m.to(dtype) for m in pixels.multi_scale]
-        return self.predictor(queries.to(dtype), pixels)
+        return pixels
+
+    def decode_pixels(self, queries: torch.Tensor, pixels: PixelFeatures) -> MaskPredictions:
+        """``queries [B, C]``, :meth:`pixel_features` of the same B images → mask logits ``[B, 1, M, M]`` (+ aux)."""
+        return self.predictor(queries.to(self.predictor.decoder_norm.weight.dtype), pixels)
+
+    def decode_masks(self, queries: torch.Tensor, features: list[torch.Tensor]) -> MaskPredictions:
+        """``queries [B, C]``, Swin features of the same B images → mask logits ``[B, 1, M, M]`` (+ aux)."""
+        return self.decode_pixels(queries, self.pixel_features(features))
 
     def forward(self, images: torch.Tensor, input_ids: list[list[int]], refer_ids: list[list[int]]) -> SegEarthR1Output:
         """Images + prompt ids → one mask per sample (no text is generated).

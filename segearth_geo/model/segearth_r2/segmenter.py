@@ -32,10 +32,19 @@ import numpy as np
 import torch
 
 from segearth_geo.errors import ModelError, UsageError
+from segearth_geo.model.batching import in_batches
+from segearth_geo.model.crop_back import crop_back
+from segearth_geo.model.device import resolve_device
 from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
 from segearth_geo.model.pixel_decoder import PixelFeatures
-from segearth_geo.model.preprocess import PreparedImage, crop_back, prepare_images
-from segearth_geo.model.prompt import answer_from_generated, encode_conversation, encode_prompt_parts, target_labels
+from segearth_geo.model.segearth_r2.preprocess import PreparedImage, prepare_images
+from segearth_geo.model.segearth_r2.prompt import (
+    answer_from_generated,
+    encode_conversation,
+    encode_prompt_parts,
+    get_template,
+    target_labels,
+)
 from segearth_geo.model.tokenizer import SEG_TOKEN
 from segearth_geo.prediction import ChipPrediction, Target
 
@@ -50,22 +59,6 @@ class StageTimes:
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-def resolve_device(device: str | torch.device = "auto", dtype=None) -> tuple[torch.device, torch.dtype]:
-    """``"auto"`` → CUDA (bf16) when available, else CPU (fp32); explicit devices default likewise."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was requested but CUDA is not available; use --device cpu or auto")
-    if isinstance(dtype, str):
-        from segearth_geo.model.checkpoint import _resolve_device_dtype
-
-        dtype = _resolve_device_dtype(dev, dtype)[1]
-    if dtype is None:
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    return dev, dtype
 
 
 @dataclass
@@ -100,11 +93,13 @@ class SegEarthR2Segmenter:
         cache_mb: bound of the per-chip image-state cache in MiB (:mod:`~segearth_geo.model.image_cache`;
             ``None``: a default that fits the device, ``0``: no cache). A chip that comes back with another
             prompt reuses its SigLIP tokens, its LLM prefix key/values and its mask features.
+        template: prompt template name (:data:`~segearth_geo.model.segearth_r2.prompt.TEMPLATES`); default: the
+            checkpoint's (``model.config.template``).
     """
 
     def __init__(self, model, tokenizer, device="auto", dtype=None, batch_size: int | None = None,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seg_pass: str = "cache",
-                 cache_mb: float | None = None) -> None:
+                 cache_mb: float | None = None, template: str | None = None) -> None:
         if seg_pass not in ("cache", "full"):
             raise UsageError(f"seg_pass must be 'cache' or 'full', not {seg_pass!r}")
         self.seg_pass = seg_pass
@@ -113,6 +108,7 @@ class SegEarthR2Segmenter:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         self.config = model.config
+        self.template = get_template(template or self.config.template).name  # an unknown name fails here
         if len(tokenizer) != self.config.vocab_size:
             raise ModelError(f"tokenizer length {len(tokenizer)} != model vocab_size {self.config.vocab_size}")
         self.chip_size = int(self.config.mask.image_size)
@@ -129,20 +125,23 @@ class SegEarthR2Segmenter:
         self.cache = ImageCache(default_cache_bytes(self.device) if cache_mb is None else int(cache_mb * 2**20),
                                 tier_order=("vision", "mask", "prefix"))
         # Preprocessing that shapes the cached state: fixed per segmenter, part of every key anyway.
-        self._cache_salt = f"segearth-r2|{self.chip_size}|{self.dtype}"
+        self._cache_salt = f"segearth-r2|{self.chip_size}|{self.dtype}|{self.template}"
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device="auto", dtype=None, batch_size: int | None = None,
                         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                        cache_mb: float | None = None) -> SegEarthR2Segmenter:
-        """Load a checkpoint directory or repo id (:func:`~segearth_geo.model.checkpoint.load_pretrained`)."""
-        from segearth_geo.model.checkpoint import load_pretrained
+                        cache_mb: float | None = None, template: str | None = None) -> SegEarthR2Segmenter:
+        """Load a checkpoint directory or repo id (:func:`~segearth_geo.model.segearth_r2.checkpoint.load_pretrained`);
+        ``template`` overrides the checkpoint's prompt template."""
+        if template is not None:
+            get_template(template)  # fail before loading the weights
+        from segearth_geo.model.segearth_r2.checkpoint import load_pretrained
 
         dev, dt = resolve_device(device, dtype)
         loaded = load_pretrained(path, device=dev, dtype=dt)
         log.info("SegEarth-R2 from %s on %s (%s)", loaded.path, dev, str(dt).replace("torch.", ""))
         return cls(loaded.model, loaded.tokenizer, device=dev, dtype=dt, batch_size=batch_size,
-                   max_new_tokens=max_new_tokens, cache_mb=cache_mb)
+                   max_new_tokens=max_new_tokens, cache_mb=cache_mb, template=template)
 
     @property
     def device_description(self) -> str:
@@ -166,25 +165,8 @@ class SegEarthR2Segmenter:
         for image in images:
             if max(np.shape(image)[:2]) > self.chip_size:
                 raise UsageError(f"chip of shape {np.shape(image)} exceeds chip_size {self.chip_size}")
-        results: list[ChipPrediction] = []
-        start = 0
-        batch = self.batch_size
-        while start < len(images):
-            stop = min(start + batch, len(images))
-            try:
-                results.extend(self._predict_batch(images[start:stop], prompts[start:stop],
-                                                   None if answers is None else answers[start:stop]))
-            except torch.cuda.OutOfMemoryError as exc:
-                torch.cuda.empty_cache()
-                if batch == 1:
-                    raise ModelError("CUDA out of memory with one chip per batch; "
-                                     "free GPU memory, use a smaller model or --device cpu") from exc
-                batch = max(1, batch // 2)
-                self.batch_size = batch
-                log.warning("CUDA out of memory: retrying with batch size %d", batch)
-                continue
-            start = stop
-        return results
+        return in_batches(self, len(images), lambda start, stop: self._predict_batch(
+            images[start:stop], prompts[start:stop], None if answers is None else answers[start:stop]))
 
     # ------------------------------------------------------------------------------------------ stages
     @contextlib.contextmanager
@@ -213,7 +195,8 @@ class SegEarthR2Segmenter:
                 prepared = [prepare_images(np.asarray(image), self.config, self.device) for image in images]
                 keys = [chip_key(np.asarray(image), self._cache_salt) for image in images]
             if answers is None:
-                parts = [encode_prompt_parts(self.tokenizer, p, image_token_index=self.config.image_token_index)
+                parts = [encode_prompt_parts(self.tokenizer, p, image_token_index=self.config.image_token_index,
+                                             template=self.template)
                          for p in prompts]
                 prompt_ids = [ids for ids, _ in parts]
                 generation = self._generate(prompt_ids, [start for _, start in parts], keys, prepared)
@@ -226,7 +209,8 @@ class SegEarthR2Segmenter:
                         self._image_embeds(keys, prepared, list(range(len(images)))))
             else:
                 encoded = [encode_conversation(self.tokenizer, p, a, eos_token_id=self.config.eos_token_id,
-                                               image_token_index=self.config.image_token_index)
+                                               image_token_index=self.config.image_token_index,
+                                               template=self.template)
                            for p, a in zip(prompts, answers)]
                 for e, p in zip(encoded, prompts):
                     if not e.valid:

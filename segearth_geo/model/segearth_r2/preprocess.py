@@ -1,4 +1,5 @@
-"""Both image branches from one ``uint8`` RGB array, and the crop-back of mask logits (spec §3, §7).
+"""Both image branches from one ``uint8`` RGB array (spec §3); the crop-back of mask logits (§7) is the shared
+:func:`segearth_geo.model.crop_back.crop_back`.
 
 Notation: H×W the chip's own size, S the mask canvas side (``config.mask.image_size``), s the SigLIP side
 (``config.vision.image_size``), (newh, neww) the resized size inside the canvas.
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from segearth_geo.errors import UsageError
@@ -85,22 +85,3 @@ def prepare_images(rgb: np.ndarray, config, device: torch.device | str | None = 
     pixel_std = torch.tensor(config.mask.pixel_std, device=dev)[:, None, None]
     mask_image = (mask_image - pixel_mean) / pixel_std
     return PreparedImage(siglip=siglip, mask_image=mask_image, resized_hw=(new_h, new_w), original_hw=(height, width))
-
-
-def crop_back(
-    mask_logits: torch.Tensor, resized_hw: tuple[int, int], original_hw: tuple[int, int], canvas: int,
-    offset: tuple[int, int] = (0, 0),
-) -> torch.Tensor:
-    """Mask logits on the padded canvas → logits at the chip's own size (spec §7).
-
-    ``[N,1,S/4,S/4]`` → bilinear to ``[N,1,S,S]`` → crop ``[top:top+newh, left:left+neww]`` → bilinear to
-    ``[N,1,H,W]`` (``align_corners=False``) → ``[N,H,W]``. Computed in float32. ``offset`` = ``(top, left)`` of
-    the image on the canvas: ``(0, 0)`` for R2's bottom/right padding, centred for SegEarth-R1's letterbox.
-    """
-    new_h, new_w = resized_hw
-    top, left = offset
-    logits = mask_logits.float()
-    full = F.interpolate(logits, size=(canvas, canvas), mode="bilinear", align_corners=False)  # [N,1,S,S]
-    cropped = full[:, :, top:top + new_h, left:left + new_w]  # [N,1,newh,neww]
-    out = F.interpolate(cropped, size=tuple(original_hw), mode="bilinear", align_corners=False)  # [N,1,H,W]
-    return out[:, 0]

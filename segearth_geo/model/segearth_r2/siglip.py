@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segearth_geo.model.configuration import VisionConfig
+from segearth_geo.model.segearth_r2.configuration import VisionConfig
 
 
 class SiglipVisionTower(nn.Module):

@@ -17,42 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.swin import relative_position_index
+from segearth_geo.model.checkpoint_files import Pretrained, load_state_into, weight_files
+from segearth_geo.model.device import _resolve_device_dtype
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 EMBED_KEY = "model.embed_tokens.weight"
-
-
-@dataclass
-class Pretrained:
-    """A loaded checkpoint. Unpacks as ``model, tokenizer = load_pretrained(...)``.
-
-    Attributes:
-        model: the ``SegEarthR2`` module (eval mode), on the requested device and dtype.
-        tokenizer: its tokenizer (``[SEG]`` = V − 1).
-        path: the directory the weights were read from.
-    """
-
-    model: Any
-    tokenizer: Any
-    path: Path
-
-    @property
-    def config(self):
-        return self.model.config
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.model, self.tokenizer))
 
 
 # ---------------------------------------------------------------------------------------------- resolving
@@ -72,24 +50,6 @@ def resolve_checkpoint_dir(path_or_repo_id: str | Path) -> Path:
     return download(text)
 
 
-def _shard_files(directory: Path) -> list[Path]:
-    index = directory / INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"malformed shard index {index}: {exc}") from exc
-        files = [directory / name for name in dict.fromkeys(weight_map.values())]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{index} names shard files that are missing: {', '.join(missing)}")
-        return files
-    single = directory / WEIGHTS_NAME
-    if single.is_file():
-        return [single]
-    raise CheckpointError(f"no weights in {directory}: expected {WEIGHTS_NAME} or {INDEX_NAME} with its shards")
-
-
 def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
@@ -105,23 +65,12 @@ def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------------------------- building
-def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
-    dev = torch.device("cpu" if device is None else device)
-    if isinstance(dtype, str):
-        names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-        if dtype not in names:
-            raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-        dtype = names[dtype]
-    return dev, dtype or torch.float32
-
-
 def empty_model(config, device, dtype):
     """``SegEarthR2(config)`` with uninitialised storage on ``device`` (no random init), in ``dtype``.
 
     Non-persistent buffers are recomputed here; persistent tensors must then be loaded by the caller.
     """
-    from segearth_geo.model.segearth_r2 import SegEarthR2
+    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
 
     with torch.device("meta"):
         model = SegEarthR2(config)
@@ -134,34 +83,6 @@ def empty_model(config, device, dtype):
             raise CheckpointError(f"the non-persistent buffer {name!r} is not rebuilt after loading; add it to "
                                   "SegEarthR2.materialize_buffers")
     return model
-
-
-def _check_relative_position_index(key: str, tensor: torch.Tensor) -> None:
-    window = int(round(tensor.shape[0] ** 0.5))
-    if window * window != tensor.shape[0] or not torch.equal(tensor.long().cpu(), relative_position_index(window)):
-        raise CheckpointError(f"{key} is not the Swin relative position index of a {window}×{window} window")
-
-
-def load_state_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str, loaded: set[str]) -> None:
-    """Copy ``tensors`` into ``model`` (same key names), checking names and shapes; record loaded keys."""
-    own = model.state_dict()
-    unexpected = [k for k in tensors if k not in own]
-    if unexpected:
-        raise CheckpointError(
-            f"{source}: {len(unexpected)} tensors do not belong to this model, e.g. {unexpected[:5]}; "
-            "is the config (config.json) right for these weights?"
-        )
-    for key, value in tensors.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise CheckpointError(
-                f"{source}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
-            )
-        if key.endswith("relative_position_index"):
-            _check_relative_position_index(key, value)
-    with torch.no_grad():
-        for key, value in tensors.items():
-            own[key].copy_(value.to(own[key].dtype) if own[key].is_floating_point() else value)
-    loaded.update(tensors)
 
 
 def _load_tokenizer_for(directory: Path, vocab_rows: int):
@@ -190,12 +111,12 @@ def load_pretrained(path_or_repo_id: str | Path, device=None, dtype=None) -> Pre
     """
     import dataclasses
 
-    from segearth_geo.model.configuration import SegEarthR2Config
+    from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
 
     directory = resolve_checkpoint_dir(path_or_repo_id)
     dev, dt = _resolve_device_dtype(device, dtype)
     config = SegEarthR2Config.from_json(directory)
-    files = _shard_files(directory)
+    files = weight_files(directory)
     shapes = _tensor_shapes(files)
     if EMBED_KEY not in shapes:
         raise CheckpointError(f"{directory}: the weights have no {EMBED_KEY}; not a SegEarth-R2 checkpoint")
@@ -408,12 +329,12 @@ def init_from_components(mipha_dir: str | Path, mask2former_pkl: str | Path, con
     """
     import dataclasses
 
-    from segearth_geo.model.configuration import SegEarthR2Config
-    from segearth_geo.model.segearth_r2 import SegEarthR2
+    from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
+    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
     from segearth_geo.model.tokenizer import build_phi2_tokenizer
 
     folder = Path(mipha_dir)
-    files = _shard_files(folder) if folder.is_dir() else []
+    files = weight_files(folder) if folder.is_dir() else []
     if not files:
         raise CheckpointError(f"Mipha-3B folder not found: {folder}")
     if tokenizer is None:

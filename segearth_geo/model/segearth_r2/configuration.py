@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from segearth_geo.errors import CheckpointError, UsageError
+from segearth_geo.model.branch_configuration import MaskConfig, TextConfig, _sub_from_dict
 
 CONFIG_NAME = "config.json"
 OUR_BLOCK = "segearth_geo"
@@ -81,101 +82,6 @@ class VisionConfig:
 
 
 @dataclass
-class TextConfig:
-    """Phi-2 language model (spec §2.3). Rows of ``embed_tokens`` = top-level ``vocab_size``."""
-
-    hidden_size: int = 2560  # D
-    intermediate_size: int = 10240
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    partial_rotary_factor: float = 0.4
-    rope_theta: float = 10000.0
-    layer_norm_eps: float = 1e-5
-    hidden_act: str = "gelu_new"
-    resid_pdrop: float = 0.1
-    embd_pdrop: float = 0.0
-    attention_dropout: float = 0.0
-    max_position_embeddings: int = 2048
-    attn_implementation: str = "sdpa"  # "sdpa" or "eager" (eager is needed for output_attentions)
-
-    def to_phi_config(self, vocab_size: int, eos_token_id: int):
-        """The transformers ``PhiConfig``; ``pad_token_id`` stays None so no embedding row is frozen."""
-        from transformers import PhiConfig
-
-        config = PhiConfig(
-            vocab_size=vocab_size,
-            hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            num_key_value_heads=self.num_attention_heads,
-            resid_pdrop=self.resid_pdrop,
-            embd_pdrop=self.embd_pdrop,
-            attention_dropout=self.attention_dropout,
-            hidden_act=self.hidden_act,
-            max_position_embeddings=self.max_position_embeddings,
-            layer_norm_eps=self.layer_norm_eps,
-            tie_word_embeddings=False,
-            qk_layernorm=False,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": self.rope_theta,
-                "partial_rotary_factor": self.partial_rotary_factor,
-            },
-            bos_token_id=eos_token_id,
-            eos_token_id=eos_token_id,
-            pad_token_id=None,
-        )
-        config._attn_implementation = self.attn_implementation
-        return config
-
-
-@dataclass
-class MaskConfig:
-    """Mask branch: canvas, Swin backbone, pixel decoder and masked-attention decoder (spec §2.4–2.9)."""
-
-    image_size: int = 1024  # S: the square canvas (and the segmenter's chip size)
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-    pad_value: int = 128  # canvas padding (bottom/right) before normalisation
-    # Swin backbone
-    swin_patch_size: int = 4
-    swin_embed_dim: int = 128
-    swin_depths: tuple[int, ...] = (2, 2, 18, 2)
-    swin_num_heads: tuple[int, ...] = (4, 8, 16, 32)
-    swin_window_size: int = 12
-    swin_mlp_ratio: float = 4.0
-    swin_drop_path_rate: float = 0.3
-    # pixel decoder (its width is hidden_dim; the FFN width is hard-coded 1024 upstream)
-    hidden_dim: int = 256  # C: pixel-decoder conv dim = mask dim = decoder hidden dim
-    norm_groups: int = 32  # GroupNorm groups in the pixel decoder
-    encoder_layers: int = 6
-    encoder_ffn_dim: int = 1024
-    encoder_heads: int = 8
-    encoder_points: int = 4
-    # masked-attention decoder ("predictor")
-    decoder_layers: int = 9
-    decoder_heads: int = 8
-    decoder_ffn_dim: int = 2048
-    num_queries: int = 100  # only sizes the unused checkpoint tensors query_feat/query_embed/SEG_query_embed
-
-    @property
-    def num_levels(self) -> int:
-        """Feature levels of the deformable encoder and the decoder (res5, res4, res3)."""
-        return 3
-
-    @property
-    def swin_dims(self) -> tuple[int, ...]:
-        """Channels of res2..res5 (128/256/512/1024 for Swin-B)."""
-        return tuple(self.swin_embed_dim * 2**i for i in range(len(self.swin_depths)))
-
-    @property
-    def mask_size(self) -> int:
-        """Side of ``mask_features`` and of every mask prediction (S/4)."""
-        return self.image_size // 4
-
-
-@dataclass
 class SegEarthR2Config:
     """Everything that sizes a SegEarth-R2 network; see the module docstring for presets."""
 
@@ -191,6 +97,8 @@ class SegEarthR2Config:
     refer_token_index: int = -204
     ignore_index: int = -100
     max_length: int = 2048
+    # prompt template (segearth_geo.model.segearth_r2.prompt.TEMPLATES); absent from a config.json = the default
+    template: str = "training"
 
     def __post_init__(self) -> None:
         for name, cls in (("vision", VisionConfig), ("text", TextConfig), ("mask", MaskConfig)):
@@ -229,6 +137,10 @@ class SegEarthR2Config:
             problems.append("mask.hidden_dim must be a multiple of norm_groups, encoder_heads and decoder_heads")
         if m.hidden_dim % 4:
             problems.append("mask.hidden_dim must be a multiple of 4 (sine position encoding: sin/cos per axis)")
+        from segearth_geo.model.segearth_r2.prompt import TEMPLATE_NAMES
+
+        if self.template not in TEMPLATE_NAMES:
+            problems.append(f"template must be one of {', '.join(TEMPLATE_NAMES)}, not {self.template!r}")
         if problems:
             raise UsageError("invalid SegEarthR2Config: " + "; ".join(problems))
 
@@ -350,15 +262,6 @@ class SegEarthR2Config:
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"cannot read {path}: {exc}") from exc
         return cls.from_official_dict(data)
-
-
-def _sub_from_dict(cls, data: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise UsageError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)
 
 
 # Presets as plain dicts over the defaults (the defaults are the 3B sizes).

@@ -36,6 +36,8 @@ log = logging.getLogger("segearth_geo_cli.segment")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--max-chips", type=click.IntRange(min=0), default=MAX_CHIPS, show_default=True, metavar="N",
               help="Refuse a job of more chips than this before any work (0: no limit).")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=None, metavar="S",
+              help="SAM3 only: keep instances whose detection score is above S (default 0.5).")
 @click.option("--cache-mb", type=click.FloatRange(min=0), default=None, metavar="MB",
               help="Bound of the model's per-chip image cache, reused across the prompts of one run "
                    "(default: fits the device; 0: off). Models without a cache ignore it.")
@@ -45,7 +47,7 @@ log = logging.getLogger("segearth_geo_cli.segment")
 @click.pass_context
 def command(ctx: click.Context, raster: str, prompts: tuple[str, ...], output: str, model: str, bands, bbox, bbox_crs, gsd,
             overlap: int | None, threshold: float, min_area, simplify, batch_size: int, device: str, max_chips: int,
-            cache_mb: float | None, overwrite: bool, preview: str | None) -> None:
+            score_threshold: float | None, cache_mb: float | None, overwrite: bool, preview: str | None) -> None:
     """Segment RASTER by one or more PROMPTs and write labeled polygons to OUT.
 
     Several prompts run in one pass over the chips (each chip read once, its prompts back to
@@ -63,7 +65,8 @@ def command(ctx: click.Context, raster: str, prompts: tuple[str, ...], output: s
         check_preview(raster, preview, bands=bands, bbox=bbox, bbox_crs=bbox_crs, overwrite=overwrite)
     # The raster, bands and bbox are checked, and one block really read, before the (slow) model load.
     probe_scene(raster, bands=bands, gsd=gsd, bbox=bbox, bbox_crs=bbox_crs)
-    options = {} if cache_mb is None else {"cache_mb": cache_mb}
+    options = {name: value for name, value in (("cache_mb", cache_mb), ("score_threshold", score_threshold))
+               if value is not None}
     segmenter = load_segmenter(model, device=device, batch_size=batch_size, **options)
     quiet = bool((ctx.obj or {}).get("quiet"))
     used = getattr(segmenter, "device_description", None) or getattr(segmenter, "device", device)

@@ -197,3 +197,24 @@ def test_worker_loads_the_sam3_folder_and_segments(hub_folder, tmp_path):
     assert all(a["answer"].startswith("roofs: 0, trees: 0") for a in results[2]["answers"])
     assert len(gpd.read_file(out, layer=results[2]["layer"])) == results[2]["count"] == 0
     assert run.returncode == 0
+
+
+@pytest.mark.slow
+def test_cli_score_threshold_reaches_sam3_and_other_models_refuse_it(hub_folder, tmp_path):
+    """``segment --score-threshold``: 0 keeps SAM3's instances (random weights), the default 0.5 none; a model
+    without detection scores refuses the option in one line."""
+    source = _write_discs(tmp_path / "discs.tif", 150, 120, [(60, 75)], 20)
+    cli = [sys.executable, "-m", "segearth_geo_cli.main", "segment", str(source), "roofs"]
+
+    def run(out, *extra, model=str(hub_folder)):
+        return subprocess.run([*cli, "-o", str(tmp_path / out), "--model", model, "--device", "cpu", *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    kept = run("kept.gpkg", "--score-threshold", "0")
+    default = run("default.gpkg")
+    assert kept.returncode == 0 and default.returncode == 0, kept.stderr + default.stderr
+    assert len(gpd.read_file(tmp_path / "kept.gpkg", layer="segments")) > 0
+    assert len(gpd.read_file(tmp_path / "default.gpkg", layer="segments")) == 0
+    refused = run("demo.gpkg", "--score-threshold", "0.3", model="demo")
+    assert refused.returncode == 2 and "score_threshold" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "demo.gpkg").exists()

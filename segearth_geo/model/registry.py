@@ -116,7 +116,7 @@ BACKENDS: dict[str, Backend] = {
 }
 
 KNOWN_MODELS: dict[str, KnownModel] = {m.alias: m for m in (
-    KnownModel("demo", "segearth-r2", None, "Apache-2.0", "5 M", "bundled", 256,
+    KnownModel("demo", "segearth-r2", None, "Apache-2.0", "3.3 M", "bundled", 256,
                "synthetic-only: shows the pipeline on SynthEarth scenes, not for real imagery",
                local_dir=DEMO_MODEL_DIR),
     KnownModel("segearth-r1-earthreason", "segearth-r1", "earth-insights/SegEarth-R1-EarthReason", "Apache-2.0",

@@ -12,9 +12,11 @@ only when complete, so a failure or cancellation never leaves a partial output.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import socket
 import uuid
 from pathlib import Path
 
@@ -89,16 +91,18 @@ def check_folder(target: Path) -> None:
 # Temporary names: hidden, in the target's folder (so the final rename is atomic), of a fixed short
 # length whatever the target's name (GDAL adds "-journal"/"-wal" to a GeoPackage's name, so a name
 # derived from the target's could exceed NAME_MAX when the target's does not), and carrying the
-# writer's process id so that a later run can remove what a killed process left behind.
+# writer's host and process id so that a later run can remove what a killed process left behind
+# (only its own host's: on a shared file system another machine's process ids mean nothing here).
 TEMP_PREFIX = ".segearth-tmp-"
 NAME_MAX = 255  # bytes in one path component on every common file system
-_TEMP_PATTERN = re.compile(r"^\.segearth-tmp-(\d+)-[0-9a-f]{8}")
+_TEMP_PATTERN = re.compile(r"^\.segearth-tmp-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}")
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
 
 
 def temporary_path(target: Path, suffix: str | None = None) -> Path:
     """A fresh hidden temporary name beside ``target`` (ends in ``suffix``, default the target's)."""
     ending = suffix if suffix is not None else (target.suffix.lower() or ".gpkg")
-    return target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}{ending}")
+    return target.with_name(f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{ending}")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -114,7 +118,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMP_PATTERN.match(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
+        if match is None or match.group(1) != _HOST or _process_alive(int(match.group(2))):
             continue
         try:
             os.unlink(entry.path)

@@ -48,6 +48,7 @@ from typing import Any, BinaryIO, Callable, TextIO
 
 from segearth_geo import __version__
 from segearth_geo.errors import Cancelled, SegEarthGeoError, UsageError
+from segearth_geo.worker_batch import BATCH_FIELDS, batch_arguments, run_batch_request
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
     "load": ("id", "type", "model", "device"),
     "segment": ("id", "type", "raster", "prompt", "prompts", "output", "bbox", "bbox_crs", "overlap", "gsd", "threshold",
                 "min_area", "simplify", "batch_size", "max_chips", "overwrite"),
+    "batch": ("id", "type", *BATCH_FIELDS),
     "cancel": ("id", "type", "target"),
     "shutdown": ("id", "type"),
 }
@@ -274,7 +276,7 @@ class Worker:
             self.reply(request_id, "result", shutdown=True)
             return False
         else:
-            check = _load_arguments if kind == "load" else _segment_arguments
+            check = {"load": _load_arguments, "segment": _segment_arguments, "batch": batch_arguments}[kind]
             arguments = _as_rejection(request_id, lambda: check(request))
             self._submit(_Job(kind, request_id, id_key(request_id), arguments))
         return True
@@ -335,6 +337,10 @@ class Worker:
         try:
             if job.cancel.is_set():
                 raise Cancelled(f"request {_describe(job.request_id)} was cancelled before it started")
+            if job.kind == "batch":
+                return run_batch_request(self.segmenter, self.model, job.arguments, job.cancel.is_set,
+                                         lambda reply_type, **fields: self.reply(job.request_id, reply_type, **fields),
+                                         _describe(job.request_id))
             return self._load(job) if job.kind == "load" else self._segment(job)
         except Cancelled as exc:
             return "error", {"message": str(exc), "cancelled": True}

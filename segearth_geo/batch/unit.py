@@ -32,7 +32,7 @@ from segearth_geo import engine
 from segearth_geo.batch.config import EngineParams
 from segearth_geo.batch.plan import UnitSpec, chips_at
 from segearth_geo.batch.shard import PromptPieces, write_shard
-from segearth_geo.errors import SegEarthGeoError
+from segearth_geo.errors import Cancelled, SegEarthGeoError
 from segearth_geo.raster import SceneReader, open_scene
 from segearth_geo.stitch import Stitcher
 
@@ -131,6 +131,8 @@ class UnitRunner:
                 final, border = stitcher.pieces()
                 results.append(PromptPieces(final, border, recs))
             path = write_shard(shard_path(self.shard_dir, unit), results)
+        except Cancelled:  # the caller stopped the job: not the unit's failure; it is redone on resume
+            raise
         except Exception as exc:  # noqa: BLE001 - a unit's failure is data for the ledger
             self.close()  # a broken dataset must not be reused
             return UnitResult(unit.id, seconds=time.perf_counter() - started, error=_reason(exc), worker=self.worker)

@@ -213,6 +213,48 @@ class EngineClient:
         finally:
             self._forget(request_id)
 
+    def batch(
+        self,
+        fields: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Run one batch job on the loaded model and wait for its report (``BatchReport.to_dict``).
+
+        ``on_event`` gets every ``progress`` reply (``done``/``total`` chips, ``event``, ``message``).
+        Raises:
+            EngineCancelled: the job was cancelled (finished units are kept; the same job resumes).
+            EngineError: the engine reported an error or died.
+        """
+        self.start()
+        request_id, replies = self.request("batch", **fields)
+        cancel_sent = False
+        try:
+            while True:
+                if not cancel_sent and is_cancelled is not None and is_cancelled():
+                    cancel_sent = True
+                    try:
+                        self.cancel(request_id)
+                    except EngineError:
+                        pass
+                try:
+                    message = replies.get(timeout=0.1)
+                except queue.Empty:
+                    if self._process is None or self._process.poll() is not None:
+                        raise EngineError("the engine stopped during the batch job; run again to resume it") from None
+                    continue
+                kind = message.get("type")
+                if kind == "progress" and on_event is not None:
+                    on_event(message)
+                elif kind == "result":
+                    return message
+                elif kind == "error":
+                    if message.get("cancelled") or cancel_sent:
+                        raise EngineCancelled(message.get("message", "cancelled"))
+                    raise EngineError(message.get("message", "the engine reported an error"))
+        finally:
+            self._forget(request_id)
+
     # -- plumbing -------------------------------------------------------------------------------
     def _send(self, process: subprocess.Popen, message: dict[str, Any]) -> None:
         with self._write_lock:

@@ -1,7 +1,8 @@
-"""Processing algorithm "Segment many rasters": a batch job (``segearth-geo batch``) out of process.
+"""Processing algorithm "Segment many rasters": a batch job run by the engine worker, out of process.
 
 Raster layers or files, prompts (one per line), an output folder and an optional AOI
-layer go to the engine's ``batch`` command; its JSON progress drives the Processing
+layer go to the worker as one ``batch`` request (the same worker and loaded model as the
+dock's); its progress replies drive the Processing
 progress bar, a line per finished scene goes to the log, and the merged layer (in the
 project's CRS) is added to the project when the job is done. Running it again on the same
 folder resumes the job (finished units are not redone).
@@ -28,7 +29,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ..core.batch_client import BatchRequest, run_batch_job
+from ..core.batch_client import BatchRequest
 from ..core.engine_client import EngineCancelled, EngineClient, EngineError
 
 MERGED_FILE = "merged.gpkg"
@@ -114,19 +115,18 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
             request.aoi = self.parameterAsCompatibleSourceLayerPath(parameters, self.AOI, context, ["gpkg", "shp"],
                                                                     "gpkg", feedback)
         os.makedirs(request.out_dir, exist_ok=True)
-        settings = self.client_factory().settings
+        client = self.client_factory()
 
         def on_event(event: dict[str, Any]) -> None:
-            if event.get("kind") == "chips":
-                feedback.setProgress(100.0 * event.get("chips_done", 0) / max(1, event.get("chips_total", 0)))
-            elif event.get("kind") == "scene":
+            if event.get("event") == "chips":
+                feedback.setProgress(100.0 * event.get("done", 0) / max(1, event.get("total", 0)))
+            elif event.get("event") == "scene":
                 feedback.pushInfo(event.get("message", ""))
-            elif event.get("kind") == "unit" and "failed" in event.get("message", ""):
+            elif event.get("event") == "unit" and "failed" in event.get("message", ""):
                 feedback.pushWarning(event.get("message", ""))
 
         try:
-            report = run_batch_job(settings, request, on_event=on_event, is_cancelled=feedback.isCanceled,
-                                   log=feedback.pushDebugInfo)
+            report = client.batch(request.fields(), on_event=on_event, is_cancelled=feedback.isCanceled)
         except EngineCancelled:
             return {}
         except EngineError as exc:

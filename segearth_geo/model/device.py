@@ -30,3 +30,9 @@ def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
             raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
         dtype = names[dtype]
     return dev, dtype or torch.float32
+
+
+def describe_device(device: torch.device, dtype: torch.dtype) -> str:
+    """What a segmenter runs on, for logs and summaries: ``"cuda:0 (NVIDIA H200, bfloat16)"``, ``"cpu (CPU, float32)"``."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return f"{device} ({name}, {str(dtype).replace('torch.', '')})"

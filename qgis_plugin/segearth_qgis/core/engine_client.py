@@ -188,30 +188,9 @@ class EngineClient:
         request_id, replies = self.request("segment", **fields)
         if on_started is not None:
             on_started(request_id)
-        cancel_sent = False
-        try:
-            while True:
-                if not cancel_sent and is_cancelled is not None and is_cancelled():
-                    cancel_sent = True
-                    try:
-                        self.cancel(request_id)
-                    except EngineError:
-                        pass
-                try:
-                    message = replies.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                kind = message.get("type")
-                if kind == "progress" and on_progress is not None:
-                    on_progress(int(message.get("done", 0)), int(message.get("total", 0)))
-                elif kind == "result":
-                    return SegmentResult.from_reply(message)
-                elif kind == "error":
-                    if message.get("cancelled") or cancel_sent:
-                        raise EngineCancelled(message.get("message", "cancelled"))
-                    raise EngineError(message.get("message", "the engine reported an error"))
-        finally:
-            self._forget(request_id)
+        progress = None if on_progress is None else (
+            lambda message: on_progress(int(message.get("done", 0)), int(message.get("total", 0))))
+        return SegmentResult.from_reply(self._wait(request_id, replies, progress, is_cancelled))
 
     def batch(
         self,
@@ -228,6 +207,17 @@ class EngineClient:
         """
         self.start()
         request_id, replies = self.request("batch", **fields)
+        return self._wait(request_id, replies, on_event, is_cancelled,
+                          died="the engine stopped during the batch job; run again to resume it")
+
+    def _wait(self, request_id: str, replies: queue.Queue, on_progress: Callable[[dict[str, Any]], None] | None,
+              is_cancelled: Callable[[], bool] | None, died: str | None = None) -> dict[str, Any]:
+        """Wait for a request's ``result`` (returned) while passing its ``progress`` replies on and sending
+        ``cancel`` once ``is_cancelled()`` turns true; ``died``: the error when the engine process ends first.
+
+        Raises:
+            EngineCancelled: the request ended cancelled. EngineError: it failed (or the engine died).
+        """
         cancel_sent = False
         try:
             while True:
@@ -240,12 +230,12 @@ class EngineClient:
                 try:
                     message = replies.get(timeout=0.1)
                 except queue.Empty:
-                    if self._process is None or self._process.poll() is not None:
-                        raise EngineError("the engine stopped during the batch job; run again to resume it") from None
+                    if died is not None and (self._process is None or self._process.poll() is not None):
+                        raise EngineError(died) from None
                     continue
                 kind = message.get("type")
-                if kind == "progress" and on_event is not None:
-                    on_event(message)
+                if kind == "progress" and on_progress is not None:
+                    on_progress(message)
                 elif kind == "result":
                     return message
                 elif kind == "error":

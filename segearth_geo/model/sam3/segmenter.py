@@ -44,7 +44,7 @@ import torch
 
 from segearth_geo.errors import CheckpointError, UsageError
 from segearth_geo.model.batching import in_batches
-from segearth_geo.model.device import resolve_device
+from segearth_geo.model.device import describe_device, resolve_device
 from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
 from segearth_geo.model.sam3.concepts import split_concepts
 from segearth_geo.model.sam3.configuration import DEFAULT_SCORE_THRESHOLD, SAM3_MODEL_TYPES, Sam3Preprocessing
@@ -113,8 +113,7 @@ class Sam3Segmenter:
 
     @property
     def device_description(self) -> str:
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        return f"{self.device} ({name}, {str(self.dtype).replace('torch.', '')})"
+        return describe_device(self.device, self.dtype)
 
     def cache_stats(self) -> dict:
         """Hits, misses, bytes and items of the vision-feature cache (logged by the engine after a run)."""

@@ -34,7 +34,7 @@ import torch
 from segearth_geo.errors import ModelError, UsageError
 from segearth_geo.model.batching import in_batches
 from segearth_geo.model.crop_back import crop_back
-from segearth_geo.model.device import resolve_device
+from segearth_geo.model.device import describe_device, resolve_device
 from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
 from segearth_geo.model.pixel_decoder import PixelFeatures
 from segearth_geo.model.segearth_r2.preprocess import PreparedImage, prepare_images
@@ -145,8 +145,7 @@ class SegEarthR2Segmenter:
 
     @property
     def device_description(self) -> str:
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        return f"{self.device} ({name}, {str(self.dtype).replace('torch.', '')})"
+        return describe_device(self.device, self.dtype)
 
     def cache_stats(self) -> dict:
         """Hits, misses (per tier), bytes and items of the image-state cache (logged by the engine after a run)."""

@@ -17,6 +17,7 @@ subprocess, timed from start to exit (model loads included), as a user would see
 * ``ray``: the same job with ``--executor ray --workers 2`` (a local Ray instance is started
   and two model actors share this machine's cores — honest even where it loses); local and
   Ray runs alternate for ``--repeat`` rounds and the best of each counts;
+* ``estimate``: ``--dry-run``'s estimate against the job's measured time (end to end);
 * ``resume``: (a) the finished job run again (plans, finds every unit done, rewrites nothing),
   (b) the job killed (SIGKILL) half-way and resumed: both runs together vs ``batch``;
 * ``cpu``: the CPU side alone — a trivial segmenter (``benchmarks/batch.py:trivial``) over
@@ -149,6 +150,18 @@ def killed_and_resumed(argv: list[str], out: Path, fraction: float = 0.5) -> flo
     return time.perf_counter() - started + timed(argv)
 
 
+def estimate(figures: dict, argv: list[str], finished: Path) -> None:
+    """``--dry-run``'s estimate of the job against the measured run (``finished``: its job folder)."""
+    dry = subprocess.run([*argv, "--dry-run", "--json-progress"], capture_output=True, text=True, check=True)
+    report = json.loads(dry.stdout.strip().splitlines()[-1])
+    with sqlite3.connect(finished / "ledger.sqlite") as db:
+        unit_seconds = db.execute("SELECT SUM(seconds) FROM units").fetchone()[0]
+    figures["estimate_s"], figures["units_s"] = report["estimate"]["seconds"], unit_seconds
+    figures["estimate_over_run"] = figures["estimate_s"] / figures["batch_s"]
+    print(f"--dry-run estimate: {figures['estimate_s']:.1f} s; the run took {figures['batch_s']:.1f} s end to end "
+          f"(ratio {figures['estimate_over_run']:.2f}; its units alone {unit_seconds:.1f} s)", flush=True)
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -190,6 +203,7 @@ def main() -> None:
             print(f"batch (Ray, 2 workers), round {r + 1}: {ray_runs[-1]:.1f} s", flush=True)
     figures["batch_s"] = min(local_runs)
     figures["batch_runs_s"] = local_runs
+    estimate(figures, batch_args(scenes, work / "dry", args.model, args.device, *unit), work / "batch0")
     if ray_runs:
         figures["ray_s"], figures["ray_runs_s"] = min(ray_runs), ray_runs
         figures["local_over_ray"] = figures["batch_s"] / figures["ray_s"]

@@ -27,43 +27,17 @@ import resource
 import sys
 import time
 
-import numpy as np
 import torch
 
-from segearth_geo.model.crop_back import crop_back
 from segearth_geo.model.device import resolve_device
-from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
-from segearth_geo.model.segearth_r2.modeling import SegEarthR2
+from segearth_geo.model.parts.crop_back import crop_back
 from segearth_geo.model.segearth_r2.preprocess import prepare_images
-from segearth_geo.model.segearth_r2.prompt import SYSTEM, USER_MESSAGE, encode_prompt
+from segearth_geo.model.segearth_r2.prompt import encode_prompt
 from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter, StageTimes
+from segearth_geo.model.testing import random_chips, random_r2
 
 STAGES = ("preprocess", "siglip", "prefill", "decode", "seg_forward", "mask_features", "mask_decoder")
 PROMPT = "Find all buildings with a red roof next to the river."
-
-
-def build(preset: str, device: torch.device, dtype: torch.dtype, seed: int):
-    """Random-weight model + a matching tokenizer (phi-2 for the 3B preset, a small trained BPE otherwise)."""
-    from segearth_geo.model.tokenizer import build_phi2_tokenizer, train_tokenizer
-
-    if preset == "segearth-r2-3b":
-        tokenizer = build_phi2_tokenizer()
-        config = SegEarthR2Config.from_preset(preset, vocab_size=len(tokenizer))
-    else:
-        size = SegEarthR2Config.from_preset(preset).vocab_size
-        tokenizer = train_tokenizer([SYSTEM, USER_MESSAGE, PROMPT, "The roofs are [SEG]. ASSISTANT: <|assistant|>"] * 4,
-                                    size)
-        config = SegEarthR2Config.from_preset(preset, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = SegEarthR2(config)
-    return model.to(dtype=dtype).eval(), tokenizer
-
-
-def chips_for(config, count: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    side = config.mask.image_size
-    return [rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8) for _ in range(count)]
 
 
 def _sync(device: torch.device) -> None:
@@ -160,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = resolve_device(args.device, args.dtype)
-    model, tokenizer = build(args.preset, device, dtype, args.seed)
+    model, tokenizer = random_r2(args.preset, args.seed, device, dtype)
     segmenter = SegEarthR2Segmenter(model, tokenizer, device=device, dtype=dtype,
                                     max_new_tokens=args.forced_answer_length)
     segmenter.forced_answer_length = args.forced_answer_length
-    chips = chips_for(model.config, args.chips, args.seed)
+    chips = random_chips(model.config.mask.image_size, args.chips, args.seed)
     if device.type == "cuda":
         machine = torch.cuda.get_device_name(device)
     else:

@@ -40,36 +40,9 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def build(device: torch.device, dtype: torch.dtype, seed: int):
-    """Released-size model with random weights + a phi tokenizer with [SEG] and [PAD] (V = 50297)."""
-    from segearth_geo.model.segearth_r1.configuration import SegEarthR1Config
-    from segearth_geo.model.segearth_r1.modeling import SegEarthR1
-    from segearth_geo.model.tokenizer import build_phi2_tokenizer
-
-    tokenizer = build_phi2_tokenizer()  # GPT-2 BPE + 38 whitespace tokens + [SEG]
-    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
-    config = SegEarthR1Config.from_preset("segearth-r1", vocab_size=len(tokenizer),
-                                          seg_token_id=tokenizer.convert_tokens_to_ids("[SEG]"),
-                                          pad_token_id=tokenizer.pad_token_id)
-    with torch.device("meta"):
-        model = SegEarthR1(config, lm_head=False)
-    model = model.to_empty(device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("relative_position_index"):
-                from segearth_geo.model.swin import relative_position_index
-
-                tensor.copy_(relative_position_index(int(round(tensor.shape[0] ** 0.5))))
-            elif tensor.is_floating_point():
-                tensor.normal_(0.0, 0.02, generator=generator)
-    model.materialize_buffers(device)
-    return model.to(dtype=dtype).eval(), tokenizer
-
-
 def stage_times(segmenter, chips: list[np.ndarray]) -> dict[str, float]:
     """One forward over ``chips`` split into stages (seconds)."""
-    from segearth_geo.model.segearth_r1.image_processing import letterbox_image, uncrop_logits
+    from segearth_geo.model.segearth_r1.preprocess import letterbox_image, uncrop_logits
     from segearth_geo.model.segearth_r1.prompt import encode_prompt
 
     model, cfg, dev = segmenter.model, segmenter.config, segmenter.device
@@ -81,7 +54,7 @@ def stage_times(segmenter, chips: list[np.ndarray]) -> dict[str, float]:
         times[name] += now - began
         return now
 
-    with torch.inference_mode(), segmenter._autocast():
+    with torch.inference_mode(), segmenter.autocast():
         t = time.perf_counter()
         prepared = [letterbox_image(c, segmenter.chip_size, cfg.mask.pixel_mean, cfg.mask.pixel_std, dev) for c in chips]
         canvas = torch.stack([p[0] for p in prepared]).to(segmenter.dtype)
@@ -120,14 +93,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from segearth_geo.model.device import resolve_device
     from segearth_geo.model.segearth_r1.segmenter import SegEarthR1Segmenter
+    from segearth_geo.model.testing import r1_tokenizer, random_chips, random_r1
 
     device, dtype = resolve_device(args.device, args.dtype)
     began = time.perf_counter()
-    model, tokenizer = build(device, dtype, args.seed)
+    model, tokenizer = random_r1("segearth-r1", args.seed, device, dtype), r1_tokenizer("segearth-r1")
     built = time.perf_counter() - began
     segmenter = SegEarthR1Segmenter(model, tokenizer, device=device, dtype=dtype, batch_size=args.batch_size)
-    rng = np.random.default_rng(args.seed)
-    chips = [rng.integers(0, 256, size=(1024, 1024, 3), dtype=np.uint8) for _ in range(args.chips + 1)]
+    chips = random_chips(model.config.mask.image_size, args.chips + 1, args.seed)
     segmenter.segment(chips[:1], PROMPT)  # warm-up
     _sync(device)
     t = time.perf_counter()

@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_inference import build, chips_for  # noqa: E402
-
-from segearth_geo.model.device import resolve_device  # noqa: E402
-from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter, StageTimes  # noqa: E402
+from segearth_geo.model.device import resolve_device
+from segearth_geo.model.segearth_r2.segmenter import SegEarthR2Segmenter, StageTimes
+from segearth_geo.model.testing import random_chips, random_r2
 
 PROMPTS = ["Find all buildings with a red roof next to the river.", "the largest building",
            "all the roads and parking lots", "where could a helicopter land?"]
@@ -65,15 +61,15 @@ def model_part(args) -> None:
     device, dtype = resolve_device(args.device, {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype])
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = build(args.preset, device, dtype, seed=0)
-    chips = chips_for(model.config, args.chips, seed=0)
+    model, tokenizer = random_r2(args.preset, 0, device, dtype)
+    chips = random_chips(model.config.mask.image_size, args.chips, seed=0)
     print(f"# {args.preset}, random weights, {device} {str(dtype).replace('torch.', '')}, {args.chips} chip(s) of "
           f"{model.config.mask.image_size} px, batch {args.batch_size}, forced answer {args.forced_answer_length} ids, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     if not args.no_warmup:  # one untimed run on other pixels: one-time allocations and kernel selection
         warm = SegEarthR2Segmenter(model, tokenizer, device=device, dtype=dtype, batch_size=args.batch_size, cache_mb=0)
         warm.forced_answer_length = args.forced_answer_length
-        warm.predict(chips_for(model.config, 1, seed=99), [PROMPTS[0]])
+        warm.predict(random_chips(model.config.mask.image_size, 1, seed=99), [PROMPTS[0]])
         del warm
     print("| cache | prompt # | seconds | vision towers s | prefill s | decode s | mask decoder s |")
     print("|---|---:|---:|---:|---:|---:|---:|")

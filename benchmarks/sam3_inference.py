@@ -22,12 +22,8 @@ import platform
 import resource
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.sam3_fixtures (the tokenizer)
 
 CONCEPTS = ["buildings", "swimming pools", "roads", "trees"]
 
@@ -56,26 +52,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from transformers import Sam3Config, Sam3Model
+    from transformers import Sam3Model
 
     from segearth_geo.model.device import resolve_device
     from segearth_geo.model.sam3 import Sam3Segmenter
-    from tests.sam3_fixtures import tiny_clip_tokenizer  # byte-level CLIP BPE: ids fit the real vocabulary
+    from segearth_geo.model.testing import clip_tokenizer, random_chips, sam3_config
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)
     device, dtype = resolve_device(args.device, dtype)
     began = time.perf_counter()
     torch.manual_seed(args.seed)
-    config = Sam3Config()
+    config = sam3_config("sam3")
     with torch.device(device):
         model = Sam3Model(config)
-    segmenter = Sam3Segmenter(model, tiny_clip_tokenizer(), device=device, dtype=dtype, batch_size=args.batch_size)
+    # a byte-level CLIP BPE: its ids fit the real vocabulary
+    segmenter = Sam3Segmenter(model, clip_tokenizer(), device=device, dtype=dtype, batch_size=args.batch_size)
     build_s = time.perf_counter() - began
     parameters = sum(p.numel() for p in model.parameters())
 
-    rng = np.random.default_rng(args.seed)
     size = segmenter.chip_size
-    chips = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(args.chips + 1)]
+    chips = random_chips(size, args.chips + 1, args.seed)
     prompt = ", ".join(CONCEPTS[: args.concepts])
     segmenter.segment(chips[:1], prompt)  # warm-up (and the text encoding, cached from here on)
     _sync(device)

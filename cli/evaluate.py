@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from segearth_geo_cli.options import device_option
 
 DATASET_NAMES = ["lasers", "rrsisd", "refsegrs", "earthreason", "risbench", "synthearth"]
 
@@ -22,7 +23,7 @@ DATASET_NAMES = ["lasers", "rrsisd", "refsegrs", "earthreason", "risbench", "syn
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write overall, per-dimension and per-sample results to this JSON file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N samples.")
 @click.pass_context
 def command(ctx: click.Context, model: str, dataset: str, data_root: Path, split: str, mode: str,

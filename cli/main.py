@@ -17,8 +17,9 @@ import threading
 
 import click
 
-from segearth_geo import __version__
+from segearth_geo._version import __version__
 from segearth_geo.errors import SegEarthGeoError, UsageError
+from segearth_geo.params import naming
 
 # command name -> (module in this package, one-line help shown by `segearth-geo --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "List the known models (hub id, licence, size, chip size, cached?, device)."),
     "batch": ("batch", "Segment many rasters by many prompts into one resumable job folder (local or Ray)."),
     "batch-status": ("batch_status", "Show the progress and failures of a batch job from its ledger."),
+    "serve": ("serve", "Serve a model over HTTP to many clients (--model http://HOST:PORT on their side)."),
 }
 
 
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        cli.main(args=argv, prog_name="segearth-geo", standalone_mode=False)
+        with naming("cli"):  # library messages name options as they are typed here (--min-area)
+            cli.main(args=argv, prog_name="segearth-geo", standalone_mode=False)
     except Terminated:
         click.echo("Terminated.", err=True)
         return 143

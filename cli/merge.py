@@ -21,7 +21,7 @@ def command(checkpoint: Path, output: Path, dtype: str | None) -> None:
     """
     import torch
 
-    from segearth_geo.training.merge import merge_checkpoint
+    from segearth_geo.training.fold_lora import merge_checkpoint
 
     out = merge_checkpoint(checkpoint, output, dtype=getattr(torch, dtype) if dtype else None)
     click.echo(f"inference checkpoint: {out}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from segearth_geo_cli.options import device_option
 
 DATASET_NAMES = ["lasers", "synthearth", "rrsisd", "refsegrs", "earthreason", "risbench"]
 
@@ -33,7 +34,7 @@ def _templates(ctx: click.Context, param: click.Parameter, value: str | None) ->
                    "llama2-question).")
 @click.option("--mode", type=click.Choice(["teacher-forced", "generate"]), default="teacher-forced",
               show_default=True, help="How the masks for gIoU are made (the loss is always teacher-forced).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 @click.pass_context

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import click
+from segearth_geo_cli.options import device_option
 
 
 @click.command(name="models")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Report the device a model would run on with this --device.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
 def command(device: str, as_json: bool) -> None:
     """List the models --model accepts by name: hub id, licence, size, native chip size, strengths, cached?"""
@@ -22,7 +22,8 @@ def command(device: str, as_json: bool) -> None:
     for row in rows:
         click.echo(f"{row.alias}  [{row.backend}]")
         click.echo(f"    hub id: {row.hub_id}   licence: {row.licence}")
-        click.echo(f"    parameters: {row.parameters}   download: {row.download}   native chip: {row.chip_size} px")
+        click.echo(f"    parameters: {row.parameters}   download: {row.download}   native chip: {row.chip_size} px   "
+                   f"trained on: {row.gsd} per pixel")
         click.echo(f"    good at: {row.strengths}")
         click.echo(f"    cached locally: {row.cached}   device: {row.device}")
     click.echo(f"\n--model also takes {supported_forms()}.")

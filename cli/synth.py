@@ -17,7 +17,7 @@ import click
 from segearth_geo.errors import UsageError
 
 SPLIT_ONLY = ("split", "n", "size")
-SCENE_ONLY = ("width", "height", "gsd", "crs", "theme", "name", "compress", "block")
+SCENE_ONLY = ("width", "height", "gsd", "crs", "theme", "name", "compress", "block", "sparse")
 
 
 class _LazyBar:
@@ -54,6 +54,9 @@ class _LazyBar:
 @click.option("--name", default=None, help="Scene file stem (default synthearth_<theme>).")
 @click.option("--compress", default="jpeg", show_default=True, help="Scene compression: jpeg (YCbCr) or deflate.")
 @click.option("--block", type=int, default=1024, show_default=True, help="Scene render block in pixels (multiple of 256).")
+@click.option("--sparse", is_flag=True,
+              help="Scene mode, harbour or rural theme: a few targets far apart (ships on open sea, tennis courts in "
+                   "fields), the kind of scene --strategy zoom is for.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.pass_context
 def command(ctx: click.Context, out_dir: str, scene: bool, overwrite: bool, seed: int, **options) -> None:
@@ -76,7 +79,7 @@ def command(ctx: click.Context, out_dir: str, scene: bool, overwrite: bool, seed
             summary = write_scene(
                 out_dir, options["width"], options["height"], gsd=options["gsd"], crs=options["crs"], seed=seed,
                 theme=options["theme"], name=options["name"], block=block, compress=options["compress"],
-                overwrite=overwrite, progress=bar.update,
+                overwrite=overwrite, progress=bar.update, sparse=options["sparse"],
             )
         finally:
             bar.close()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import click
+from segearth_geo_cli.options import load_options, load_params
 
 
 @click.command(name="worker")
-@click.option("--model", "-m", default=None, metavar="M",
-              help="Model to load at start: 'demo', a checkpoint folder, a repo id or 'file.py:factory'. "
-                   "Without it the worker waits for a \"load\" request.")
-@click.option("--device", "-d", default="auto", show_default=True, metavar="D",
-              help="auto, cpu, cuda or cuda:N.")
-def command(model: str | None, device: str) -> None:
-    """Serve requests (ping, load, segment, cancel, shutdown) as JSON lines; see docs/worker-protocol.md."""
+@load_options(model_default=None, batch_size=True)
+def command(**values) -> None:
+    """Serve requests (ping, load, segment, batch, cancel, shutdown) as JSON lines; see docs/worker-protocol.md.
+
+    Without --model the worker waits for a "load" request; the load options given here are then ignored.
+    """
     from segearth_geo.worker import run_worker
 
-    run_worker(model=model, device=device)
+    given = values.get("model") is not None
+    load = load_params(values)  # checked even without --model: a bad --device fails at once
+    run_worker(load=load if given else None)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from segearth_geo._version import __version__
 from segearth_geo.errors import (  # noqa: E402
     Cancelled,
     CheckpointError,

@@ -111,12 +111,14 @@ def check_grid(width: int, height: int, chip_size: int, overlap: int, max_chips:
     """
     count = chip_count(width, height, chip_size, overlap)
     if max_chips and count > max_chips:
+        from segearth_geo.params import field_name  # params imports this module
+
         gib = count * BYTES_PER_CHIP / 2**30
         raise UsageError(
             f"the job would cut a {width:,} x {height:,} px grid into {count:,} chips of {chip_size} px "
             f"(overlap {overlap} px), needing about {gib:,.1f} GiB for chip bookkeeping alone; the limit is "
             f"{max_chips:,} chips. Use a coarser gsd, a smaller bbox or a smaller overlap, or raise the limit "
-            f"(--max-chips N, max_chips=N; 0 = no limit)"
+            f"({field_name('max_chips')} N; 0 = no limit)"
         )
     return count
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import rasterio
 import rasterio.warp
@@ -78,8 +78,21 @@ def bbox_window(
         raise UsageError(
             f"bbox {tuple(bbox)}{' in ' + str(bbox_crs) if bbox_crs is not None else ''} does not overlap the raster, "
             f"whose bounds are ({', '.join(f'{v:.10g}' for v in extent)}) in {ds.crs or 'pixel coordinates'}"
+            + _degrees_hint(bbox, bbox_crs, ds.crs)
         )
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _degrees_hint(bbox: Sequence[float], bbox_crs: Any, crs: CRS | None) -> str:
+    """``"; did you mean …EPSG:4326?"`` when a bbox given in a projected raster's CRS looks like lon/lat degrees."""
+    from segearth_geo.params import field_name  # params imports this package's chips module
+
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if bbox_crs is not None or crs is None or not crs.is_projected:
+        return ""
+    if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
+        return ""
+    return f"; these look like degrees: did you mean {field_name('bbox_crs')} EPSG:4326?"
 
 
 def parse_crs(value: CRS | str | int) -> CRS:

@@ -27,12 +27,31 @@ def clean_prompt(text: str) -> str:
 
     if not isinstance(text, str):
         raise UsageError(f"the prompt must be text, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise UsageError(f"the prompt {shown[:60]!r} is not valid UTF-8 text (a byte that is not UTF-8 in the "
+                         "command line or request); type it again") from None
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
     text = " ".join(text.split())
     if not text:
         raise UsageError("the prompt is empty; say what to segment, e.g. 'buildings with a red roof'")
     return text
+
+
+def clean_prompts(prompt: str | Sequence[str]) -> list[str]:
+    """One prompt or several -> cleaned (:func:`clean_prompt`), distinct prompts in the given order.
+
+    Raises :class:`UsageError` when there is none or one says nothing.
+    """
+    from segearth_geo.errors import UsageError
+
+    given = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not given:
+        raise UsageError("give at least one prompt")
+    return list(dict.fromkeys(clean_prompt(text) for text in given))
 
 
 @dataclass
@@ -53,7 +72,9 @@ class Target:
     def __post_init__(self) -> None:
         prob = np.asarray(self.probability, dtype=np.float32)
         if prob.ndim != 2:
-            raise ValueError(f"Target.probability must be 2-D (h, w), got shape {prob.shape}")
+            from segearth_geo.errors import ModelError
+
+            raise ModelError(f"Target.probability must be 2-D (h, w), got shape {prob.shape}")
         self.probability = prob
         if self.score is not None:
             self.score = float(self.score)
@@ -81,3 +102,58 @@ class Segmenter(Protocol):
     chip_size: int
 
     def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]: ...
+
+
+# Optional capabilities a segmenter may declare in its ``capabilities`` attribute.
+CAPABILITIES = {
+    "image_cache": "keeps per-chip image state across prompts; has cache_stats()",
+    "scores": "gives each target a detection score (Target.score)",
+    "predict": "has predict(images, prompts[, answers]) for evaluation with per-image prompts",
+    "cancel": "has cancel(): stops the calls in progress (a remote model drops its queued chips)",
+    "threshold": "segment(chips, prompt, threshold=t) takes the engine's threshold (a remote model keeps p >= t exact)",
+}
+
+
+@dataclass(frozen=True)
+class SegmenterInfo:
+    """What the engine knows about a segmenter (read once by :func:`describe_segmenter`).
+
+    Attributes:
+        chip_size: the largest chip side it accepts.
+        device: what it runs on, in words (``None`` when it does not say).
+        capabilities: names from :data:`CAPABILITIES` it declares.
+        gsd_range: the ground resolution (m/px, low, high) the model was trained for, when known.
+        notice: a remark to show wherever it runs (the demo model: not for real imagery).
+    """
+
+    chip_size: int
+    device: str | None
+    capabilities: frozenset[str]
+    gsd_range: tuple[float, float] | None = None
+    notice: str | None = None
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+
+def describe_segmenter(segmenter: object) -> SegmenterInfo:
+    """Check that ``segmenter`` follows the :class:`Segmenter` protocol and read what it declares.
+
+    The one place where a segmenter's optional attributes (``device_description``, ``capabilities``,
+    ``gsd_range``, ``notice``) are read; segmenters of the model family declare them
+    (:class:`~segearth_geo.model.base.SegmenterBase`, the registry), any other object may. Raises
+    :class:`UsageError` when ``chip_size`` or ``segment`` is missing.
+    """
+    from segearth_geo.errors import UsageError
+
+    chip_size = getattr(segmenter, "chip_size", None)
+    if isinstance(chip_size, bool) or not isinstance(chip_size, (int, np.integer)) or chip_size < 1:
+        raise UsageError(f"the segmenter needs a positive int attribute chip_size, got {chip_size!r}")
+    if not callable(getattr(segmenter, "segment", None)):
+        raise UsageError("the segmenter needs a method segment(chips, prompt)")
+    device = getattr(segmenter, "device_description", None)
+    capabilities = frozenset(getattr(segmenter, "capabilities", ()) or ())
+    gsd = getattr(segmenter, "gsd_range", None)
+    notice = getattr(segmenter, "notice", None)
+    return SegmenterInfo(int(chip_size), None if device is None else str(device), capabilities,
+                         None if gsd is None else (float(gsd[0]), float(gsd[1])), notice or None)

@@ -21,8 +21,44 @@ from segearth_geo.errors import OutputError, OutputNameError, UsageError
 from segearth_geo.output import temporary_path
 from segearth_geo.raster import open_scene
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+# Conventional colours for the labels remote-sensing users meet most (water blue, vegetation green, ...), chosen to
+# be told apart; any other label gets a colour from a hash of its text (its hue and one of three shades).
+CONVENTIONAL = {
+    "building": (230, 25, 75), "roof": (230, 25, 75), "house": (230, 25, 75),
+    "road": (255, 225, 25), "street": (255, 225, 25),
+    "water": (0, 130, 200), "river": (0, 130, 200), "lake": (0, 130, 200), "sea": (0, 130, 200),
+    "tree": (60, 180, 75), "forest": (60, 180, 75), "vegetation": (60, 180, 75),
+    "field": (210, 245, 60), "farmland": (210, 245, 60), "grass": (210, 245, 60),
+    "car": (245, 130, 48), "vehicle": (245, 130, 48),
+    "ship": (70, 240, 240), "boat": (70, 240, 240),
+    "airplane": (240, 50, 230), "plane": (240, 50, 230), "aircraft": (240, 50, 230),
+    "runway": (128, 128, 128), "parking lot": (170, 110, 40), "bare soil": (170, 110, 40),
+    "swimming pool": (0, 210, 255), "pool": (0, 210, 255), "tennis court": (145, 30, 180),
+    "storage tank": (250, 190, 212), "solar panel": (0, 0, 128), "bridge": (128, 0, 0),
+}
+# (saturation, value) of the three shades a hashed label's hue comes in.
+SHADES = ((0.85, 0.95), (0.5, 1.0), (0.95, 0.7))
+
+
+def label_colour(label: str) -> tuple[int, int, int]:
+    """The colour of a label: the same in every run, whatever other labels appear. Common labels
+    (a singular or plural of a :data:`CONVENTIONAL` key) get their conventional colour; any other, a hash of
+    its lower-cased text gives the hue and one of three shades (:data:`SHADES`: bright, pale, deep; all
+    legible over imagery). The QGIS plugin uses the same
+    rule (``qgis_plugin/segearth_qgis/core/label_colours.py``)."""
+    import colorsys
+    import hashlib
+
+    text = " ".join(str(label).lower().split())
+    for key in (text, text[:-1] if text.endswith("s") else None, text[:-2] if text.endswith("es") else None):
+        if key in CONVENTIONAL:
+            return CONVENTIONAL[key]
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=3).digest()
+    hue = int.from_bytes(digest[:2], "big") / 65536.0
+    saturation, value = SHADES[digest[2] % len(SHADES)]
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+
+
 MAX_UNGEOREFERENCED_SIDE = 8192  # rasters without a CRS cannot be resampled by GSD: read whole up to this
 
 
@@ -59,7 +95,9 @@ def render_preview(
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     labels = list(gdf["label"]) if "label" in gdf.columns else ["object"] * len(gdf)
-    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+    prompts = list(gdf["prompt"]) if "prompt" in gdf.columns else [""] * len(gdf)
+    colours = {label: label_colour(label) for label in sorted(set(labels))}
+    entries = sorted(set(zip(prompts, labels)))  # legend: "prompt: label", in the label's colour
     geoms = shapely.transform(np.asarray(gdf.geometry.values, dtype=object), to_pixels)
     order = np.argsort(-shapely.area(geoms)) if len(geoms) else []
     for i in order:  # large first, so islands inside holes are drawn after the hole is cleared
@@ -70,9 +108,12 @@ def render_preview(
             draw.polygon(list(polygon.exterior.coords), fill=(*colour, 90), outline=(*colour, 255))
             for ring in polygon.interiors:
                 draw.polygon(list(ring.coords), fill=(0, 0, 0, 0), outline=(*colour, 255))
-    for row, (label, colour) in enumerate(colours.items()):  # legend, top-left
+    for row, (prompt, label) in enumerate(entries):  # legend, top-left
+        colour = colours[label]
+        text = f"{prompt}: {label}" if prompt and prompt.strip().lower() != str(label).strip().lower() else str(label)
         draw.rectangle((4, 4 + 14 * row, 14, 14 + 14 * row), fill=(*colour, 255))
-        draw.text((18, 3 + 14 * row), str(label), fill=(255, 255, 255, 255))
+        draw.text((19, 3 + 14 * row), text, fill=(0, 0, 0, 255))  # a dark shadow keeps it legible on light imagery
+        draw.text((18, 2 + 14 * row), text, fill=(255, 255, 255, 255))
     image = Image.alpha_composite(base, overlay).convert("RGB")
     tmp = temporary_path(target)
     try:

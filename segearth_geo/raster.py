@@ -48,6 +48,7 @@ from rasterio.windows import Window
 
 from segearth_geo import georef
 from segearth_geo.errors import RasterError, UsageError
+from segearth_geo.params import field_name
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +449,8 @@ def choose_bands(
         if bad:
             raise UsageError(
                 f"band {bad[0]} does not exist: {ds.name} has {count} band{'s' if count > 1 else ''} "
-                f"(1..{count}); choose bands with e.g. --bands {','.join(str(b) for b in range(1, min(count, 3) + 1))}"
+                f"(1..{count}); choose bands with e.g. {field_name('bands')} "
+                f"{','.join(str(b) for b in range(1, min(count, 3) + 1))}"
             )
         return _to_rgb(picked)
     interp = list(ds.colorinterp)

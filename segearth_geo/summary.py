@@ -24,6 +24,9 @@ class SceneSummary:
     chip_size: int
     overlap: int
     chip_count: int
+    model: str | None = None
+    model_gsd: tuple[float, float] | None = None
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready description (CRS as ``EPSG:xxxx`` when it has a code, else WKT)."""
@@ -50,6 +53,9 @@ class SceneSummary:
             "chip_size": self.chip_size,
             "overlap": self.overlap,
             "chip_count": self.chip_count,
+            "model": self.model,
+            "model_gsd": None if self.model_gsd is None else list(self.model_gsd),
+            "notes": list(self.notes),
         }
 
     def to_text(self) -> str:
@@ -79,8 +85,12 @@ class SceneSummary:
                 f"area:       source pixels {src.col_off:g},{src.row_off:g} size {src.width:g} x {src.height:g}; "
                 f"bounds {', '.join(f'{v:.10g}' for v in s.bounds)}",
                 f"grid:       {s.width} x {s.height} px at {gsd}",
-                f"chips:      {self.chip_count} of up to {self.chip_size} px, overlap {self.overlap} px",
+                f"chips:      {self.chip_count} of up to {self.chip_size} px, overlap {self.overlap} px"
+                + (f" (model {self.model})" if self.model else ""),
             ]
+            + ([f"model GSD:  trained on {self.model_gsd[0]:g}–{self.model_gsd[1]:g} m per pixel"]
+               if self.model_gsd else [])
+            + [f"note:       {note}" for note in self.notes]
         )
 
 

@@ -148,6 +148,8 @@ class ColourPredictor(RedSegmenter):
     """Batched segmenter with ``predict``: generate → one red target; teacher-forced → one target
     per ``[SEG]`` of the given answer, the k-th from colour channel k (red, green, blue)."""
 
+    capabilities = frozenset({"predict"})  # declared, as the model family's segmenters do
+
     def predict(self, images, prompts, answers=None):
         self.calls.append(len(images))
         out = []

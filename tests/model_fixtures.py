@@ -1,4 +1,5 @@
-"""Shared helpers for model tests: a tiny SegEarth-R2 and a tiny tokenizer, built deterministically.
+"""Shared helpers for model tests: a tiny SegEarth-R2 and a tiny tokenizer, built deterministically by
+:mod:`segearth_geo.model.testing` (which benchmarks use too).
 
 ``tiny_model_and_tokenizer(seed=0)`` → ``(model, tokenizer)``: a byte-level BPE trained on a fixed corpus
 (``<|endoftext|>`` = 0, ``[SEG]`` = V − 1) and ``SegEarthR2`` of the ``tiny`` preset sized to it, in eval mode.
@@ -8,29 +9,14 @@ weights emits some text, then ``[SEG]`` for some chips, then EOS (random weights
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
-from segearth_geo.model.segearth_r2.prompt import SYSTEM, USER_MESSAGE
-
-CORPUS = [
-    SYSTEM,
-    USER_MESSAGE,
-    "USER: ASSISTANT: <|assistant|>",
-    "The tennis net is [SEG]. The buildings are [SEG], and the roads are [SEG].",
-    "Of course! The <p>cooling tower shell</p> [SEG] segmentation completed.",
-    "Find the roofs of the houses near the river. Where is the largest storage tank?",
-    "segment the cars parked next to the trucks, the trees and the water",
-] * 4
+from segearth_geo.model.testing import r2_tokenizer, random_r2
 
 
-@functools.lru_cache(maxsize=4)
 def tiny_tokenizer(vocab_size: int = 400):
-    from segearth_geo.model.tokenizer import train_tokenizer
-
-    return train_tokenizer(CORPUS, vocab_size)
+    return r2_tokenizer("tiny", vocab_size)
 
 
 def tiny_config(tokenizer, **overrides):
@@ -41,13 +27,9 @@ def tiny_config(tokenizer, **overrides):
 
 
 def tiny_model_and_tokenizer(seed: int = 0, steer: bool = False, **overrides):
-    """A deterministic tiny model (eval mode, fp32, CPU) and its tokenizer."""
-    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
-
-    tokenizer = tiny_tokenizer()
-    config = tiny_config(tokenizer, **overrides)
-    torch.manual_seed(seed)
-    model = SegEarthR2(config).eval()
+    """A deterministic tiny model (eval mode, fp32, CPU) and its tokenizer
+    (:func:`segearth_geo.model.testing.random_r2`)."""
+    model, tokenizer = random_r2("tiny", seed, **overrides)
     if steer:
         steer_generation(model)
     return model, tokenizer

@@ -15,12 +15,13 @@ import shapely
 
 import segearth_geo as sg
 from segearth_geo.batch import run_batch
-from segearth_geo.batch.config import EngineParams, JobSpec
+from segearth_geo.batch.config import JobSpec
 from segearth_geo.batch.ledger import JobLock
 from segearth_geo.batch.plan import chips_at, plan_job
 from segearth_geo.batch.status import job_status
 from segearth_geo.chips import chip_grid
 from segearth_geo.errors import UsageError
+from segearth_geo.params import SegmentParams
 from tests.batch_fixtures import LOAD_LOG_ENV, write_scenes
 from tests.segmenters import ColourSegmenter, RecordingSegmenter
 
@@ -60,7 +61,8 @@ def test_scene_as_many_units_equals_segment_raster(tmp_path, chips_per_unit):
             want = sg.segment_raster(path, prompt, segmenter=seg, overlap=8,
                                      min_area=1.0 if chips_per_unit == 5 else None)
             assert got.crs == want.crs
-            assert list(got.columns) == ["label", "score", "area_m2", "pixels", "prompt", "source", "geometry"]
+            assert list(got.columns) == ["label", "score", "area_m2", "pixels", "prompt", "source", "model", "id",
+                                         "geometry"]
             assert set(got["source"]) == {str(path)} and set(got["prompt"]) == {prompt}
             assert_same_polygons(got, want)
     # the ring and the bar cross unit borders and still come out whole
@@ -92,11 +94,11 @@ def _segment_out(tmp_path, path, prompt):
 
 def test_unit_ids_are_deterministic_and_follow_the_job(tmp_path):
     paths = write_scenes(tmp_path / "in", crs=("utm",))
-    engine = EngineParams(chip_size=64, overlap=8, chips_per_unit=4)
-    spec = JobSpec(sources=(str(paths[0]),), prompts=("red",), model="m", engine=engine)
+    params = SegmentParams(overlap=8)
+    spec = JobSpec(sources=(str(paths[0]),), prompts=("red",), model="m", params=params, chip_size=64, chips_per_unit=4)
     ids = [u.id for u in plan_job(spec)[0].units]
     assert ids == [u.id for u in plan_job(spec)[0].units] and len(set(ids)) == 3
-    other = JobSpec(sources=spec.sources, prompts=("blue",), model="m", engine=engine)
+    other = JobSpec(sources=spec.sources, prompts=("blue",), model="m", params=params, chip_size=64, chips_per_unit=4)
     assert not set(ids) & {u.id for u in plan_job(other)[0].units}
 
 
@@ -131,9 +133,9 @@ def test_finished_job_run_again_does_not_load_the_model(tmp_path, monkeypatch):
 def test_changed_job_is_refused_unless_restart(tmp_path):
     paths = write_scenes(tmp_path / "in", crs=("utm",))
     run_batch(paths, ["red"], tmp_path / "job", segmenter=ColourSegmenter(64))
-    with pytest.raises(UsageError, match=r"different batch job \(changed: prompts\).*--restart"):
+    with pytest.raises(UsageError, match=r"different batch job \(changed: prompts\).*pass restart to discard"):
         run_batch(paths, ["blue"], tmp_path / "job", segmenter=ColourSegmenter(64))
-    with pytest.raises(UsageError, match=r"changed: engine.threshold"):
+    with pytest.raises(UsageError, match=r"changed: threshold"):
         run_batch(paths, ["red"], tmp_path / "job", segmenter=ColourSegmenter(64), threshold=0.9)
     report = run_batch(paths, ["blue"], tmp_path / "job", segmenter=ColourSegmenter(64), restart=True)
     assert report.ok and list(report.scenes[0].outputs) == ["blue"]
@@ -156,7 +158,7 @@ def test_bad_scene_is_isolated_and_retried(tmp_path):
     assert report.exit_code == 1 and [s.status for s in report.scenes] == ["done", "done", "failed"]
     (failure,) = report.failures
     assert failure.source == str(paths[2]) and "cannot open" in failure.error and "\n" not in failure.error
-    assert "Failed (1; rerun with --retry-failed)" in report.to_text()
+    assert "Failed (1; rerun with retry_failed)" in report.to_text()
     status = job_status(tmp_path / "job")
     assert status.units["failed"] == 1 and status.scenes == {"done": 2, "failed": 1}
     # fix the file: --retry-failed runs only its units
@@ -249,7 +251,7 @@ def test_merge_formats(tmp_path):
         assert all(a.equals_exact(b, 1e-6) for a, b in zip(part.geometry, want.geometry))
     run_batch(paths, PROMPTS, tmp_path / "job", segmenter=seg, merge=tmp_path / "one.gpkg", merge_crs="EPSG:4326")
     assert list(pyogrio.list_layers(tmp_path / "one.gpkg")[:, 0]) == ["segments"]
-    with pytest.raises(UsageError, match=r"--merge must end in \.gpkg, \.parquet or \.fgb"):
+    with pytest.raises(UsageError, match=r"^merge must end in \.gpkg, \.parquet or \.fgb"):
         run_batch(paths, PROMPTS, tmp_path / "job", segmenter=seg, merge=tmp_path / "all.shp")
 
 
@@ -265,7 +267,7 @@ def test_dry_run_plans_and_writes_nothing(tmp_path):
 
 def test_absurd_chip_count_needs_confirmation(tmp_path):
     paths = write_scenes(tmp_path / "in", crs=("utm",))
-    with pytest.raises(UsageError, match=r"utm.tif would be cut into [\d,]+ chips of 64 px .* --allow-large"):
+    with pytest.raises(UsageError, match=r"utm.tif would be cut into [\d,]+ chips of 64 px .* confirm with allow_large"):
         run_batch(paths, ["red"], tmp_path / "job", segmenter=ColourSegmenter(64), gsd=0.005, dry_run=True)
 
 
@@ -276,8 +278,8 @@ def test_bad_arguments_are_one_line_usage_errors(tmp_path):
         ({"prompts": ["  "]}, "prompt is empty"),
         ({"prompts": ["red"], "threshold": 2}, "threshold"),
         ({"prompts": ["red"], "chips_per_unit": 0}, "chips_per_unit"),
-        ({"prompts": ["red"], "executor": "spark"}, "unknown executor"),
-        ({"prompts": ["red"], "asset": "x"}, "--asset needs --stac"),
+        ({"prompts": ["red"], "executor": "spark"}, "executor must be one of local, ray"),
+        ({"prompts": ["red"], "asset": "x"}, "asset needs stac"),
     ):
         with pytest.raises(UsageError, match=message):
             run_batch(paths, out_dir=tmp_path / "job", segmenter=seg, **kwargs)

@@ -200,7 +200,7 @@ def test_exit_codes_of_output_mistakes(raster, tmp_path):
     existing = tmp_path / "exists.gpkg"
     existing.write_bytes(b"old")
     assert _segment(raster, "red", existing).returncode == 2 and existing.read_bytes() == b"old"
-    unknown = _segment(raster, "red", tmp_path / "out.shp")
+    unknown = _segment(raster, "red", tmp_path / "out.kml")  # (.shp is a format since issue 21)
     assert unknown.returncode == 2 and "unknown output format" in _error_line(unknown)
     missing = _segment(raster, "red", tmp_path / "no" / "such" / "out.gpkg")
     assert missing.returncode == 1 and "does not exist" in _error_line(missing)
@@ -302,3 +302,31 @@ def test_gsd_resampling_never_covers_alpha_masked_pixels(tmp_path):
         covered = shapely.union_all(gpd.read_file(out, layer="segments").geometry.values)
         assert covered.area > 0.8 * valid_area.area
         assert covered.difference(valid_area).area < 1e-6, gsd  # nothing on transparent pixels
+
+
+@pytest.mark.parametrize("kind", ["long-name", "long-path", "demo-weights", "sam3-weights"])
+def test_unusable_model_specs_are_one_line(raster, tmp_path, kind):
+    """A model name longer than a file name, and a checkpoint whose weights file is cut short (a partial
+    download), each give one line and exit 1, never a traceback."""
+    import shutil
+
+    from segearth_geo.model.registry import DEMO_MODEL_DIR
+    from tests.sam3_fixtures import write_tiny_sam3
+
+    if kind == "long-name":
+        model = "a" * 300
+    elif kind == "long-path":
+        model = str(tmp_path / ("a" * 300) / "b")
+    elif kind == "demo-weights":
+        model = str(tmp_path / "demo")
+        shutil.copytree(DEMO_MODEL_DIR, model)
+    else:
+        model = str(write_tiny_sam3(tmp_path / "sam3", layout="hub"))
+    if kind.endswith("weights"):
+        weights = Path(model) / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+    result = _cli("segment", str(raster), "roofs", "-o", str(tmp_path / "out.gpkg"), "--model", model,
+                  "--device", "cpu")
+    line = _error_line(result)
+    assert result.returncode == 1 and ("not a folder, alias or repo id" in line or "damaged" in line), line
+    assert not (tmp_path / "out.gpkg").exists()

@@ -47,7 +47,7 @@ def test_segment_writes_gpkg_preview_and_summary(raster, tmp_path):
     assert "Wrote 4 polygons" in result.stdout and "3 'red object'" in result.stdout
     assert "1 'blue object'" in result.stdout and "on cpu" in result.stdout
     assert "15/15" in result.stderr  # progress bar: chips done / total
-    assert [n for n, _ in pyogrio.list_layers(out)] == ["segments", "chips"]
+    assert [n for n, _ in pyogrio.list_layers(out)] == ["segments", "chips", "run"]
     segments = gpd.read_file(out, layer="segments")
     assert segments.crs.to_string() == UTM and sorted(segments["label"]) == ["blue object"] + ["red object"] * 3
     with Image.open(png) as image:

@@ -253,7 +253,7 @@ def test_png_without_georeferencing_runs_in_pixels(tmp_path, caplog):
 def test_out_writes_gpkg_with_chips_layer(tmp_path):
     out = tmp_path / "res.gpkg"
     gdf = sg.segment_raster(_utm(tmp_path), "red", segmenter=ColourSegmenter(64), overlap=16, out=out)
-    assert [n for n, _ in pyogrio.list_layers(out)] == ["segments", "chips"]
+    assert [n for n, _ in pyogrio.list_layers(out)] == ["segments", "chips", "run"]  # run: the run's description
     back = gpd.read_file(out, layer="segments")
     assert len(back) == len(gdf) and back.crs.to_string() == UTM
     chips = gpd.read_file(out, layer="chips")

@@ -77,47 +77,7 @@ def test_keys_follow_the_pixels_not_where_they_came_from():
 # --- the segmenter with and without it -------------------------------------------------------------------
 
 
-def test_cached_results_equal_uncached_in_any_order_of_prompts_and_chips(steered, chips):
-    plain = _segmenter(steered, batch_size=3, cache_mb=0)
-    cached = _segmenter(steered, batch_size=3, cache_mb=64)
-    rng = np.random.default_rng(1)
-    for round_ in range(3):  # the same chips come back with other prompts, in other orders
-        order = rng.permutation(len(chips))
-        images = [chips[k] for k in order]
-        prompts = [PROMPTS[(k + round_) % len(PROMPTS)] for k in order]
-        for got, want in zip(cached.predict(images, prompts), plain.predict(images, prompts)):
-            _same(got, want)
-    stats = cached.cache_stats()
-    assert stats["hits"]["prefix"] >= 2 * len(chips)  # rounds 2 and 3 reuse every chip's prefix
-    assert stats["misses"]["prefix"] == len(chips)
-    assert plain.cache_stats()["items"] == 0
 
-
-def test_a_batch_mixing_hits_and_misses(steered, chips):
-    plain = _segmenter(steered, batch_size=5, cache_mb=0)
-    cached = _segmenter(steered, batch_size=5, cache_mb=64)
-    cached.predict(chips[:2], PROMPTS[:2])  # warm two chips
-    mixed = cached.predict(chips, ["houses"] * 5)  # 2 hits and 3 misses in one batch
-    for got, want in zip(mixed, plain.predict(chips, ["houses"] * 5)):
-        _same(got, want)
-    stats = cached.cache_stats()
-    assert stats["hits"]["prefix"] == 2 and stats["misses"]["prefix"] == 5
-
-
-def test_a_small_bound_evicts_mid_run_and_holds(steered, chips):
-    probe = _segmenter(steered, batch_size=1, cache_mb=64)
-    probe.predict(chips[:1], PROMPTS[:1])
-    one_chip = probe.cache.bytes  # all tiers of one chip
-    bound_mb = 2.5 * one_chip / 2**20  # room for two chips and a half
-    cached = _segmenter(steered, batch_size=2, cache_mb=bound_mb)
-    plain = _segmenter(steered, batch_size=2, cache_mb=0)
-    for prompt in ("houses", "the river", "houses"):
-        got = cached.predict(chips, [prompt] * len(chips))
-        assert cached.cache.bytes <= cached.cache.max_bytes
-        for a, b in zip(got, plain.predict(chips, [prompt] * len(chips))):
-            _same(a, b)
-    stats = cached.cache_stats()
-    assert stats["evictions"] > 0 and stats["bytes"] <= stats["max_bytes"]
 
 
 def test_teacher_forced_answers_reuse_image_state(steered, chips):

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from model_network_fixtures import naive_ms_deform_attn, swin_to_hf_state_dict, tiny_model
 
 from segearth_geo.model.branch_configuration import MaskConfig
-from segearth_geo.model.mask_decoder import CrossAttentionLayer, MultiScaleMaskedTransformerDecoder, clear_full_rows
-from segearth_geo.model.msdeform_attn import MSDeformAttn, ms_deform_attn_core
-from segearth_geo.model.pixel_decoder import PixelFeatures, reference_points
-from segearth_geo.model.position_encoding import sine_position_encoding
-from segearth_geo.model.swin import SwinTransformer
+from segearth_geo.model.parts.mask_decoder import CrossAttentionLayer, MultiScaleMaskedTransformerDecoder, clear_full_rows
+from segearth_geo.model.parts.msdeform_attn import MSDeformAttn, ms_deform_attn_core
+from segearth_geo.model.parts.pixel_decoder import PixelFeatures, reference_points
+from segearth_geo.model.parts.position_encoding import sine_position_encoding
+from segearth_geo.model.parts.swin import SwinTransformer
 
 torch.set_num_threads(1)
 

@@ -21,7 +21,7 @@ from segearth_geo.errors import CheckpointError
 from segearth_geo.model.segearth_r1.checkpoint import (
     MASK_ONLY_DROPPED,
     fuse_qkv,
-    load_r1_pretrained,
+    load_pretrained,
     official_to_ours,
     resolve_template,
     split_qkv,
@@ -138,7 +138,7 @@ def test_official_layout_on_disk(official_dir):
 
 
 def test_tiny_official_checkpoint_reproduces_in_memory_outputs(model, official_dir):
-    loaded = load_r1_pretrained(official_dir)
+    loaded = load_pretrained(official_dir)
     tokenizer = tiny_r1_tokenizer()
     images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     expected = _logits(model, tokenizer, images)
@@ -154,7 +154,7 @@ def test_other_weight_formats_load_identically(model, tmp_path, fmt):
     if fmt == "sharded":
         assert json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
         assert len(list(folder.glob("model-*-of-*.safetensors"))) > 1
-    state = load_r1_pretrained(folder).model.state_dict()
+    state = load_pretrained(folder).model.state_dict()
     reference = model.state_dict()
     assert all(torch.equal(state[k], reference[k]) for k in state)
 
@@ -162,20 +162,20 @@ def test_other_weight_formats_load_identically(model, tmp_path, fmt):
 def test_already_split_qkv_keys_load(model, tmp_path):
     folder = write_official_checkpoint(model, tmp_path / "split", fused=False)
     assert "model.layers.0.self_attn.q_proj.weight" in load_file(str(folder / "model.safetensors"))
-    state = load_r1_pretrained(folder).model.state_dict()
+    state = load_pretrained(folder).model.state_dict()
     assert all(torch.equal(state[k], model.state_dict()[k]) for k in state)
 
 
 def test_bf16_file_is_cast_to_the_requested_dtype(model, tmp_path):
     folder = write_official_checkpoint(model, tmp_path / "bf16", dtype=torch.bfloat16)
-    loaded = load_r1_pretrained(folder, dtype="fp32").model
+    loaded = load_pretrained(folder, dtype="fp32").model
     key = "model.layers.0.self_attn.q_proj.weight"
     assert loaded.state_dict()[key].dtype == torch.float32
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key].bfloat16().float())
 
 
 def test_vocab_and_special_ids_come_from_the_checkpoint(official_dir):
-    loaded = load_r1_pretrained(official_dir)
+    loaded = load_pretrained(official_dir)
     tokenizer = tiny_r1_tokenizer()
     cfg = loaded.model.config
     assert cfg.vocab_size == len(tokenizer) == loaded.model.model.embed_tokens.weight.shape[0]
@@ -188,10 +188,10 @@ def test_unused_tensors_are_accepted_and_lm_head_dropped_explicitly(official_dir
     for key in ("seg_query", "predictor.CLASS_proj.layers.0.weight", "predictor.SEG_proj.layers.1.bias",
                 "predictor.query_feat.weight", "lm_head.weight"):
         assert key in stored
-    mask_only = load_r1_pretrained(official_dir).model
+    mask_only = load_pretrained(official_dir).model
     assert mask_only.lm_head is None and MASK_ONLY_DROPPED == ("lm_head.weight",)
     assert torch.equal(mask_only.state_dict()["seg_query"], stored["seg_query"])
-    full = load_r1_pretrained(official_dir, lm_head=True).model
+    full = load_pretrained(official_dir, lm_head=True).model
     assert torch.equal(full.lm_head.weight, stored["lm_head.weight"])
 
 
@@ -206,39 +206,39 @@ def test_strict_loading_names_the_problem(model, tmp_path):
     extra = write_official_checkpoint(model, tmp_path / "extra")
     _rewrite(extra, lambda s: s.__setitem__("model.vision_tower.surprise", torch.zeros(2)))
     with pytest.raises(CheckpointError, match="do not belong"):
-        load_r1_pretrained(extra)
+        load_pretrained(extra)
     missing = write_official_checkpoint(model, tmp_path / "missing")
     _rewrite(missing, lambda s: s.pop("d_layers.norm.weight"))
     with pytest.raises(CheckpointError, match="missing from the checkpoint.*d_layers.norm.weight"):
-        load_r1_pretrained(missing)
+        load_pretrained(missing)
     shape = write_official_checkpoint(model, tmp_path / "shape")
     _rewrite(shape, lambda s: s.__setitem__("local_project.bias", torch.zeros(3)))
     with pytest.raises(CheckpointError, match="local_project.bias has shape"):
-        load_r1_pretrained(shape)
+        load_pretrained(shape)
     index = write_official_checkpoint(model, tmp_path / "index")
     _rewrite(index, lambda s: s.__setitem__("model.vision_tower.layers.0.blocks.0.attn.relative_position_index",
                                             torch.zeros(9, 9, dtype=torch.int64)))
     with pytest.raises(CheckpointError, match="relative position index"):
-        load_r1_pretrained(index)
+        load_pretrained(index)
 
 
 def test_tokenizer_without_seg_or_wrong_length_is_refused(model, tmp_path):
     folder = write_official_checkpoint(model, tmp_path / "tok")
     (folder / "added_tokens.json").write_text(json.dumps({"[PAD]": len(tiny_r1_tokenizer()) - 2}))
     with pytest.raises(CheckpointError, match=r"no \[SEG\]"):
-        load_r1_pretrained(folder)
+        load_pretrained(folder)
 
 
 def test_slow_and_fast_tokenizer_files_give_the_same_ids(model, tmp_path):
-    from segearth_geo.model.segearth_r1.checkpoint import load_r1_tokenizer
+    from segearth_geo.model.segearth_r1.checkpoint import load_tokenizer
 
     slow_dir = write_slow_tokenizer(tmp_path / "slow")
     fast_dir = tmp_path / "fast"
     tiny_r1_tokenizer().save_pretrained(str(fast_dir))
     assert (fast_dir / "tokenizer.json").is_file()
     rows = len(tiny_r1_tokenizer())
-    slow, pad_s, seg_s = load_r1_tokenizer(slow_dir, rows)
-    fast, pad_f, seg_f = load_r1_tokenizer(fast_dir, rows)
+    slow, pad_s, seg_s = load_tokenizer(slow_dir, rows)
+    fast, pad_f, seg_f = load_tokenizer(fast_dir, rows)
     assert (pad_s, seg_s) == (pad_f, seg_f) == (rows - 2, rows - 1)
     config = SegEarthR1Config.from_preset("tiny", vocab_size=rows)
     for template in ("referring", "reasoning"):
@@ -247,8 +247,8 @@ def test_slow_and_fast_tokenizer_files_give_the_same_ids(model, tmp_path):
 
 
 def test_template_comes_from_the_checkpoint_and_can_be_overridden(official_dir, tmp_path):
-    assert load_r1_pretrained(official_dir).model.config.template == "referring"
-    assert load_r1_pretrained(official_dir, template="reasoning").model.config.template == "reasoning"
+    assert load_pretrained(official_dir).model.config.template == "referring"
+    assert load_pretrained(official_dir, template="reasoning").model.config.template == "reasoning"
     official = {"model_type": "llava_phi", "_name_or_path": "./checkpoint/SegEarth-R1_ReasonSeg"}
     assert resolve_template(official, tmp_path, None) == "reasoning"
     assert resolve_template({"model_type": "llava_phi"}, tmp_path / "models--earth-insights--SegEarth-R1-EarthReason",
@@ -259,7 +259,7 @@ def test_template_comes_from_the_checkpoint_and_can_be_overridden(official_dir, 
 
 def test_not_a_segearth_r1_folder(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_r1_pretrained(tmp_path / "nope")
+        load_pretrained(tmp_path / "nope")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mipha_phi"}))
     with pytest.raises(CheckpointError, match="expected 'llava_phi'"):
-        load_r1_pretrained(tmp_path)
+        load_pretrained(tmp_path)

@@ -17,7 +17,6 @@ from segearth_geo.model.registry import (
     BACKENDS,
     DEMO_MODEL_DIR,
     KNOWN_MODELS,
-    _import_attr,
     backend_for_folder,
     list_models,
     resolve_spec,
@@ -55,7 +54,7 @@ def test_local_folder_backend_from_config_json(tmp_path, config, backend):
 
 def test_every_backend_loader_is_importable():
     for backend in BACKENDS.values():
-        assert callable(_import_attr(backend.loader)), backend.loader
+        assert callable(backend.entry()), backend.package
 
 
 def test_unknown_layout_lists_what_is_supported(tmp_path):
@@ -95,7 +94,7 @@ def test_factory_spec_still_works():
 
 def test_listing_has_the_facts_users_compare():
     rows = {r.alias: r for r in list_models(device="cpu")}
-    assert set(rows) == {"demo", "segearth-r1-earthreason", "segearth-r1-rrsisd", "sam3"}
+    assert set(rows) == {"demo", "segearth-r1-earthreason", "segearth-r1-rrsisd", "sam3", "zoomearth"}
     r1 = rows["segearth-r1-earthreason"]
     assert (r1.licence, r1.parameters, r1.chip_size, r1.device) == ("Apache-2.0", "1.59 B", 1024, "cpu")
     assert rows["demo"].cached == "yes" and rows["sam3"].chip_size == 1008

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segearth_geo.errors import CheckpointError, UsageError
-from segearth_geo.model.sam3 import Sam3Preprocessing, Sam3Segmenter, load_sam3_segmenter
+from segearth_geo.model.sam3 import Sam3Preprocessing, Sam3Segmenter
 from segearth_geo.model.sam3.preprocess import chip_probabilities, prepare_chips
 from segearth_geo.prediction import ChipPrediction, Segmenter
 from tests.sam3_fixtures import TINY_IMAGE_SIZE, TINY_NUM_QUERIES, write_tiny_sam3
@@ -26,7 +26,7 @@ def hub_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmenter(hub_folder):
     # Random weights score every query near 0.25: a threshold of 0 keeps all of them.
-    return load_sam3_segmenter(hub_folder, device="cpu", score_threshold=0.0)
+    return Sam3Segmenter.from_pretrained(hub_folder, device="cpu", score_threshold=0.0)
 
 
 def _chips(*shapes, seed=0):
@@ -40,7 +40,7 @@ def test_both_layouts_load_the_same_weights(tmp_path, layout):
     folder = write_tiny_sam3(tmp_path / layout, layout=layout, seed=3)
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == ("sam3_video" if layout == "hub" else "sam3")
-    seg = load_sam3_segmenter(folder, device="cpu")
+    seg = Sam3Segmenter.from_pretrained(folder, device="cpu")
     assert isinstance(seg, Segmenter)
     assert seg.chip_size == S and seg.score_threshold == 0.5 and seg.dtype == torch.float32
     assert seg.batch_size == 1  # CPU default
@@ -52,7 +52,7 @@ def test_both_layouts_load_the_same_weights(tmp_path, layout):
 
 
 def test_loading_is_silent(hub_folder, capfd):
-    load_sam3_segmenter(hub_folder, device="cpu")
+    Sam3Segmenter.from_pretrained(hub_folder, device="cpu")
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
 
@@ -104,13 +104,13 @@ def test_broken_folders_are_one_line_checkpoint_errors(hub_folder, tmp_path, dam
         processor["image_processor"]["size"] = {"height": 224, "width": 224 if damage == "size" else 112}
         processor_path.write_text(json.dumps(processor))
     with pytest.raises(CheckpointError, match=message) as info:
-        load_sam3_segmenter(folder, device="cpu")
+        Sam3Segmenter.from_pretrained(folder, device="cpu")
     assert "\n" not in str(info.value)
 
 
 def test_missing_folder_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_sam3_segmenter(tmp_path / "nowhere")
+        Sam3Segmenter.from_pretrained(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, 2, "0.5", True])
@@ -119,13 +119,6 @@ def test_score_threshold_is_checked(segmenter, value):
         Sam3Segmenter(segmenter.model, segmenter.tokenizer, segmenter.preprocessing, device="cpu",
                       score_threshold=value)
 
-
-def test_registry_loads_a_sam3_folder(hub_folder):
-    """``load_segmenter(folder)`` picks SAM3 from config.json's model_type (needs the registry wiring)."""
-    from segearth_geo import load_segmenter
-
-    seg = load_segmenter(hub_folder, device="cpu")
-    assert isinstance(seg, Sam3Segmenter) and seg.chip_size == S
 
 
 # ------------------------------------------------------------------------------------------------ pre/post
@@ -203,17 +196,6 @@ def test_full_chip_masks_match_the_model_outputs(segmenter):
     np.testing.assert_allclose([t.score for t in targets], scores[order].numpy(), atol=1e-6)
 
 
-def test_results_do_not_depend_on_batch_composition(hub_folder, segmenter):
-    chips = _chips((S, S), (70, 50), (S, 90), seed=2)
-    alone = [segmenter.segment([c], "roofs, trees")[0] for c in chips]
-    batched = load_sam3_segmenter(hub_folder, device="cpu", batch_size=4, score_threshold=0.0)
-    together = batched.segment(chips[::-1], "roofs, trees")[::-1]
-    for a, b in zip(alone, together):
-        assert [t.label for t in a.targets] == [t.label for t in b.targets]
-        np.testing.assert_allclose([t.score for t in a.targets], [t.score for t in b.targets], atol=1e-5)
-        for ta, tb in zip(a.targets, b.targets):
-            np.testing.assert_allclose(ta.probability, tb.probability, atol=1e-4)
-
 
 def test_text_is_encoded_once_per_prompt_and_special_tokens_stay_text(segmenter):
     segmenter.segment(_chips((20, 20)), "piers, docks")
@@ -226,21 +208,18 @@ def test_text_is_encoded_once_per_prompt_and_special_tokens_stay_text(segmenter)
 
 
 def test_bfloat16_runs_and_gives_float32_masks(hub_folder):
-    seg = load_sam3_segmenter(hub_folder, device="cpu", dtype=torch.bfloat16, score_threshold=0.0)
+    seg = Sam3Segmenter.from_pretrained(hub_folder, device="cpu", dtype=torch.bfloat16, score_threshold=0.0)
     assert seg.dtype == torch.bfloat16 and next(seg.model.parameters()).dtype == torch.bfloat16
     target = seg.segment(_chips((S, 40)), "fields")[0].targets[0]
     assert target.probability.dtype == np.float32 and target.probability.shape == (S, 40)
 
 
-@pytest.mark.parametrize("shape", [(S + 1, 10, 3), (10, 10), (10, 10, 4)])
-def test_bad_chips_are_usage_errors(segmenter, shape):
-    with pytest.raises(UsageError):
-        segmenter.segment([np.zeros(shape, dtype=np.uint8)], "cars")
-
 
 def test_processor_parity(hub_folder, segmenter):
-    """Same pixels, ids, scores and masks as transformers' own Sam3Processor (needs torchvision)."""
-    pytest.importorskip("torchvision")
+    """Same pixels, ids, scores and masks as transformers' own Sam3Processor (needs torchvision, which README's test
+    command installs beside torch; the lowest-versions stage has none, and skips)."""
+    pytest.importorskip("torchvision", reason="transformers' Sam3Processor needs torchvision (README's test command "
+                                              "installs it beside torch; the lowest-versions stage does not)")
     from transformers import Sam3Processor
 
     processor = Sam3Processor.from_pretrained(hub_folder)

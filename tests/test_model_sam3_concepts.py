@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from segearth_geo.errors import UsageError
-from segearth_geo.model.sam3.concepts import clean_concept, split_concepts
+from segearth_geo.model.sam3.prompt import clean_concept, split_concepts
 
 
 @pytest.mark.parametrize(

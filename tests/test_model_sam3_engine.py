@@ -25,7 +25,7 @@ from transformers import Sam3Model
 
 from segearth_geo.chips import chip_grid
 from segearth_geo.engine import segment_raster
-from segearth_geo.model.sam3 import Sam3Preprocessing, Sam3Segmenter, load_sam3_segmenter
+from segearth_geo.model.sam3 import Sam3Preprocessing, Sam3Segmenter
 from tests.geo_fixtures import UTM, UTM_ORIGIN, write_raster
 from tests.sam3_fixtures import TINY_IMAGE_SIZE, write_tiny_sam3
 
@@ -69,7 +69,7 @@ def hub_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def oracle(hub_folder):
     model = RedOracleSam3.from_pretrained(hub_folder)
-    return Sam3Segmenter(model, load_sam3_segmenter(hub_folder, device="cpu").tokenizer,
+    return Sam3Segmenter(model, Sam3Segmenter.from_pretrained(hub_folder, device="cpu").tokenizer,
                          Sam3Preprocessing.from_folder(hub_folder), device="cpu", batch_size=3)
 
 
@@ -156,7 +156,7 @@ def test_concepts_become_labels_with_the_real_random_network(hub_folder, tmp_pat
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (3, 200, 230), dtype=np.uint8)
     source = write_raster(tmp_path / "noise.tif", data, crs=UTM, transform=from_origin(*UTM_ORIGIN, GSD, GSD))
-    segmenter = load_sam3_segmenter(hub_folder, device="cpu", batch_size=4, score_threshold=0.0)
+    segmenter = Sam3Segmenter.from_pretrained(hub_folder, device="cpu", batch_size=4, score_threshold=0.0)
     gdf = segment_raster(source, "buildings, swimming pools", segmenter=segmenter, overlap=OVERLAP, threshold=0.5)
     assert set(gdf["label"]) == {"buildings", "swimming pools"}
     assert gdf.geometry.is_valid.all() and (gdf["score"].between(0, 1)).all()
@@ -216,5 +216,5 @@ def test_cli_score_threshold_reaches_sam3_and_other_models_refuse_it(hub_folder,
     assert len(gpd.read_file(tmp_path / "kept.gpkg", layer="segments")) > 0
     assert len(gpd.read_file(tmp_path / "default.gpkg", layer="segments")) == 0
     refused = run("demo.gpkg", "--score-threshold", "0.3", model="demo")
-    assert refused.returncode == 2 and "score_threshold" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "--score-threshold" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "demo.gpkg").exists()

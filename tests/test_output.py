@@ -91,7 +91,7 @@ def test_unwritable_or_missing_folder(tmp_path):
     with pytest.raises(OutputError):
         write_output(blocker / "out.gpkg", _segments())
     with pytest.raises(OutputError, match="unknown output format"):
-        write_output(tmp_path / "out.shp", _segments())
+        write_output(tmp_path / "out.kml", _segments())
 
 
 def test_failed_write_leaves_nothing(tmp_path):

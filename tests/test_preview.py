@@ -10,7 +10,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from segearth_geo.errors import OutputError
-from segearth_geo.preview import PALETTE, render_preview
+from segearth_geo.preview import label_colour, render_preview
 from tests.geo_fixtures import UTM, UTM_ORIGIN, write_raster
 
 
@@ -30,7 +30,7 @@ def test_polygon_is_drawn_where_it_is(tmp_path, max_side):
     inside = rgb[int(100 / scale), int(100 / scale)]
     outside = rgb[int(180 / scale), int(250 / scale)]
     assert tuple(outside) == (30, 30, 30)
-    colour = np.array(PALETTE[0])
+    colour = np.array(label_colour("roof"))
     assert np.abs(inside - 30).sum() > 30 and np.abs(inside - colour).sum() < np.abs(outside - colour).sum()
     with pytest.raises(OutputError, match=".png"):
         render_preview(path, gdf, tmp_path / "p.jpg")

@@ -266,7 +266,7 @@ def test_unknown_fields_are_refused_with_the_allowed_ones(worker, scene, tmp_pat
 # -- numbers ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [
     ("bbox", "[-Infinity, -Infinity, Infinity, Infinity]"), ("bbox", "[0, 0, 1e400, 1]"),
-    ("bbox", "[-1e308, -1e308, 1e308, 1e308]"), ("bbox", "[0, 0, NaN, 1]"), ("bbox", "[0, 0, true, 1]"),
+    ("bbox", "[0, 0, NaN, 1]"), ("bbox", "[0, 0, true, 1]"),
     ("gsd", "NaN"), ("gsd", "1e400"), ("threshold", "Infinity"), ("min_area", "-Infinity"), ("simplify", "NaN"),
     ("overlap", "-1"), ("overlap", "1.5"), ("batch_size", "0"), ("overwrite", '"false"'),
 ])

@@ -10,7 +10,9 @@ globs, lists, STAC, AOI), :mod:`.plan` (work units), :mod:`.unit` (running one u
 
 from __future__ import annotations
 
+from segearth_geo.batch.config import BatchOptions
 from segearth_geo.batch.job import run_batch
-from segearth_geo.batch.report import BatchReport, Failure, Progress, SceneReport
+from segearth_geo.batch.report import BatchReport, Failure, SceneReport
+from segearth_geo.progress import Progress
 
-__all__ = ["run_batch", "BatchReport", "SceneReport", "Failure", "Progress"]
+__all__ = ["run_batch", "BatchOptions", "BatchReport", "SceneReport", "Failure", "Progress"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from segearth_geo.batch.config import EngineParams
+from segearth_geo.batch.config import JobSpec
 from segearth_geo.batch.plan import UnitSpec
 from segearth_geo.batch.unit import UnitResult, UnitRunner
+from segearth_geo.params import LoadOptions
+from segearth_geo.prediction import describe_segmenter
 
 OnStart = Callable[[UnitSpec, str], None]
 OnResult = Callable[[UnitSpec, UnitResult], None]
@@ -23,17 +25,16 @@ class LocalExecutor:
     """Runs units in this process.
 
     Args:
-        model: what :func:`~segearth_geo.model.loading.load_segmenter` accepts (ignored with ``segmenter``).
+        load: the model and its load options (ignored with ``segmenter``).
         segmenter: an already loaded segmenter.
-        device, batch_size: passed to the loader.
         gdal_options: GDAL configuration options for the reads.
     """
 
     name = "local"
 
-    def __init__(self, model: str = "demo", *, segmenter: Any = None, device: str = "auto", batch_size: int = 8,
+    def __init__(self, load: LoadOptions | None = None, *, segmenter: Any = None,
                  gdal_options: dict[str, str] | None = None) -> None:
-        self.model, self.segmenter, self.device, self.batch_size = model, segmenter, device, batch_size
+        self.load, self.segmenter = load or LoadOptions(), segmenter
         self.gdal_options = dict(gdal_options or {})
         self.workers = 1
         self.device_description = ""
@@ -43,18 +44,18 @@ class LocalExecutor:
     def start(self) -> int:
         """Load the model (once); returns its ``chip_size``."""
         if self.segmenter is None:
-            from segearth_geo.model.loading import load_segmenter
+            from segearth_geo.model.loading import load_model
 
-            self.segmenter = load_segmenter(self.model, device=self.device, batch_size=self.batch_size)
-        self.device_description = str(getattr(self.segmenter, "device_description", None)
-                                      or getattr(self.segmenter, "device", self.device))
+            self.segmenter = load_model(self.load)
+        info = describe_segmenter(self.segmenter)
+        self.device_description = info.device or self.load.device
         self.started = True
-        return int(self.segmenter.chip_size)
+        return info.chip_size
 
-    def run(self, units: Sequence[UnitSpec], prompts: tuple[str, ...], params: EngineParams, shard_dir: Path, *,
-            on_start: OnStart, on_result: OnResult, on_chips: OnChips, should_stop: Callable[[], bool]) -> None:
+    def run(self, units: Sequence[UnitSpec], spec: JobSpec, shard_dir: Path, *, on_start: OnStart,
+            on_result: OnResult, on_chips: OnChips, should_stop: Callable[[], bool]) -> None:
         """Run ``units`` in order until done or ``should_stop()``; results go to ``on_result``."""
-        runner = UnitRunner(self.segmenter, prompts, params, shard_dir, self.gdal_options)
+        runner = UnitRunner(self.segmenter, spec, shard_dir, self.gdal_options)
         self._runner = runner
         try:
             for unit in units:

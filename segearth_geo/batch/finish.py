@@ -3,10 +3,11 @@
 All shards of the scene are loaded into one :class:`~segearth_geo.stitch.Stitcher`
 per prompt, whose :meth:`~segearth_geo.stitch.Stitcher.finish` unions the border pieces
 of every unit (objects crossing unit borders become one polygon) and sorts the result;
-the frame is then built by the engine's own ``_segments_frame`` (simplification, areas,
+the frame is then built by the pipeline's :func:`~segearth_geo.pipeline.segments_frame` (simplification, areas,
 ``min_area``), so a scene processed as many units equals one ``segment_raster`` run.
 With an AOI the polygons are clipped to it (areas and pixel counts of clipped polygons
-are re-measured). A ``source`` column is added.
+are re-measured). ``regularize``/``smooth`` run on the scene's polygons after the stitching, as in ``segment``;
+``source``, ``model`` and ``id`` columns are added and each file records the run in its ``run`` table.
 
 Outputs: ``OUT_DIR/results/<scene name>/<prompt slug>.gpkg`` (layers ``segments`` and
 ``chips``), in the scene's CRS, written atomically.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from rasterio.crs import CRS
 
@@ -25,8 +27,9 @@ from segearth_geo.batch.config import JobSpec
 from segearth_geo.batch.plan import ScenePlan, chips_at, prompt_slug
 from segearth_geo.batch.shard import read_shard
 from segearth_geo.batch.unit import shard_path
-from segearth_geo.engine import _segments_frame
-from segearth_geo.output import write_output
+from segearth_geo.output import run_description, with_provenance, write_output
+from segearth_geo.pipeline import segments_frame
+from segearth_geo.postprocess import postprocess
 from segearth_geo.stitch import Stitcher
 from segearth_geo.vectorize import area_m2, to_map, window_box
 
@@ -44,36 +47,48 @@ def result_path(out_dir: Path, scene: ScenePlan, prompt: str) -> Path:
 def scene_frames(scene: ScenePlan, spec: JobSpec, shard_dir: Path) -> list[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
     """Per prompt (job order): ``(segments, chips)`` frames of the scene, from its units' shards.
 
-    ``segments`` has the columns of ``segment`` plus ``source``; ``chips`` one row per
-    processed chip (index, answer, labels, footprint), in chip order.
+    ``segments`` has the columns of ``segment`` (``source``, ``model`` and ``id`` included: ids are unique across
+    the scene's prompts); ``chips`` one row per processed chip (index, answer, labels, footprint), in chip order.
     """
     crs = scene_crs(scene.crs_wkt)
     transform = scene.affine
-    stitchers = [Stitcher(scene.width, scene.height, spec.engine.threshold, default_label=p) for p in spec.prompts]
+    stitchers = [Stitcher(scene.width, scene.height, spec.params.threshold, default_label=p) for p in spec.prompts]
     chips: list[list[tuple[int, str, str]]] = [[] for _ in spec.prompts]
     for unit in scene.units:
         for k, pieces in enumerate(read_shard(shard_path(shard_dir, unit), len(spec.prompts))):
             stitchers[k].load(pieces.final, pieces.border)
             chips[k].extend(pieces.chips)
+    zoomed = None  # strategy zoom/auto (issue 22): the units' sidecars (coarse levels, referring picks)
+    if spec.params.strategy != "grid":
+        from segearth_geo.zoom.batch import ZoomShards
+
+        zoomed = ZoomShards.read([shard_path(shard_dir, u) for u in scene.units], list(spec.prompts))
     aoi = None if scene.aoi_wkb is None else shapely.from_wkb(scene.aoi_wkb)
-    frames = []
+    parts = []
     for k, prompt in enumerate(spec.prompts):
         regions = stitchers[k].finish(transform)
         stitchers[k] = None
-        segments = _segments_frame(regions, crs, prompt, spec.engine.min_area, spec.engine.simplify)
+        part = segments_frame(regions, crs, prompt, spec.params.min_area, spec.params.simplify)
+        parts.append(part if zoomed is None else zoomed.select(k, part, transform))
         del regions
-        if aoi is not None:
-            segments = clip_to_aoi(segments, aoi, crs, abs(transform.determinant))
-        segments.insert(segments.columns.get_loc("geometry"), "source", scene.source)
-        frames.append((segments, _chips_frame(sorted(chips[k]), scene, spec, crs)))
+    # The scene's prompts post-processed together as `segment` does (issue 19), clipped, then source/model/id.
+    segments = postprocess(gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=crs), transform, spec.params)
+    if aoi is not None:
+        segments = clip_to_aoi(segments, aoi, crs, abs(transform.determinant))
+    segments = with_provenance(segments, scene.source, spec.model)
+    frames = [(segments[segments["prompt"] == prompt].reset_index(drop=True),
+               _chips_frame(sorted(chips[k]), scene, spec, crs)) for k, prompt in enumerate(spec.prompts)]
+    if zoomed is not None:
+        frames = [(s, zoomed.chips(k, c, transform, crs)) for k, (s, c) in enumerate(frames)]
     return frames
 
 
 def _chips_frame(records: list[tuple[int, str, str]], scene: ScenePlan, spec: JobSpec, crs) -> gpd.GeoDataFrame:
-    windows = chips_at(scene.width, scene.height, spec.engine.chip_size, spec.engine.overlap, [r[0] for r in records])
+    windows = chips_at(scene.width, scene.height, spec.chip_size, spec.params.overlap, [r[0] for r in records])
     footprints = to_map([window_box(c.window) for c in windows], scene.affine)
     return gpd.GeoDataFrame(
-        {"chip": [i for i, _, _ in records], "answer": [a for _, a, _ in records], "labels": [lb for _, _, lb in records]},
+        {"chip": [i for i, _, _ in records], "answer": [a for _, a, _ in records], "labels": [lb for _, _, lb in records],
+         "level": [0] * len(records)},  # 0 = full resolution (strategy zoom adds its coarser levels)
         geometry=gpd.GeoSeries(footprints, crs=crs),
     )
 
@@ -94,14 +109,18 @@ def clip_to_aoi(segments: gpd.GeoDataFrame, aoi: shapely.Geometry, crs, pixel_ar
     parts, owner = shapely.get_parts(clipped, return_index=True)
     keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) > 0)
     parts, owner = parts[keep], owner[keep]
-    out = segments.iloc[owner].copy()
-    out = out.set_geometry(gpd.GeoSeries(shapely.normalize(parts), crs=segments.crs, index=out.index))
+    # One row per part: a polygon the AOI cuts in two (a U-shaped building, a road across the AOI) gives two
+    # rows of the same source row, so work by position (the index would repeat).
+    out = segments.iloc[owner].reset_index(drop=True)
+    out = out.set_geometry(gpd.GeoSeries(shapely.normalize(parts), crs=segments.crs))
     changed = ~inside[owner]
     if changed.any():
-        area = area_m2(parts[changed], crs)
-        out.loc[out.index[changed], "area_m2"] = area
-        out.loc[out.index[changed], "pixels"] = np.rint(shapely.area(parts[changed]) / pixel_area).astype(np.int64)
-    return out.reset_index(drop=True)
+        areas = out["area_m2"].to_numpy(dtype=np.float64, copy=True)
+        pixels = out["pixels"].to_numpy(dtype=np.int64, copy=True)
+        areas[changed] = area_m2(parts[changed], crs)
+        pixels[changed] = np.rint(shapely.area(parts[changed]) / pixel_area).astype(np.int64)
+        out["area_m2"], out["pixels"] = areas, pixels
+    return out
 
 
 def write_scene(out_dir: Path, scene: ScenePlan, spec: JobSpec, shard_dir: Path) -> dict[str, str]:
@@ -110,6 +129,7 @@ def write_scene(out_dir: Path, scene: ScenePlan, spec: JobSpec, shard_dir: Path)
     for prompt, (segments, chips) in zip(spec.prompts, scene_frames(scene, spec, shard_dir)):
         path = result_path(out_dir, scene, prompt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, segments, chips, overwrite=True)
+        write_output(path, segments, chips, overwrite=True,
+                     run=run_description(scene.source, list(spec.prompts), spec.params, spec.model))
         outputs[prompt] = str(path)
     return outputs

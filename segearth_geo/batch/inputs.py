@@ -10,9 +10,10 @@ Accepted inputs (in any mix, order kept, duplicates dropped):
 * a STAC ItemCollection JSON (:func:`stac_sources`, read with pystac) and the asset to use;
   relative hrefs are relative to the JSON file.
 
-Local paths are made absolute so that a job does not depend on the working directory
-and every worker of a cluster reads the same file. Existence is not checked here: a
-missing or corrupt raster fails its scene, not the job.
+Local paths are made absolute and symbolic links resolved, so that a job does not depend on
+the working directory, every worker of a cluster reads the same file, and one file reached
+through two names is processed once. Existence is not checked here: a missing or corrupt
+raster fails its scene, not the job.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segearth_geo.errors import UsageError
+from segearth_geo.params import field_name
 
 _GLOB_CHARS = set("*?[")
 
@@ -38,7 +40,7 @@ def _absolute(source: str, base: Path | None = None) -> str:
     path = Path(source).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
-    return os.path.abspath(path)
+    return os.path.realpath(path)
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -47,7 +49,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     for item in inputs:
         text = os.fspath(item).strip()
         if not text:
-            raise UsageError("an input is empty; give raster paths, globs, @list.txt files or --stac")
+            raise UsageError(f"an input is empty; give raster paths, globs, @list.txt files or {field_name('stac')}")
         if text.startswith("@"):
             sources.extend(_read_list(Path(text[1:]).expanduser()))
         elif not is_remote(text) and _GLOB_CHARS & set(text) and not os.path.exists(text):
@@ -63,9 +65,14 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 def _read_list(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read the input list {path}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot read the input list {path}: {exc.strerror or exc}") from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark (Windows editors) is not part of a path
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the input list {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); save it as UTF-8") from None
     base = path.resolve().parent
     sources = [_absolute(line.strip(), base) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not sources:
@@ -99,7 +106,8 @@ def stac_sources(path: str | os.PathLike, asset: str | None) -> list[str]:
         chosen = asset or _default_asset(item, file)
         if chosen not in item.assets:
             names = ", ".join(sorted(item.assets)) or "none"
-            raise UsageError(f"STAC item {item.id!r} has no asset {chosen!r} (assets: {names}); choose one with --asset")
+            raise UsageError(f"STAC item {item.id!r} has no asset {chosen!r} (assets: {names}); choose one with "
+                             f"{field_name('asset')}")
         href = item.assets[chosen].get_absolute_href() or item.assets[chosen].href
         sources.append(_absolute(href, file.parent))
     return list(dict.fromkeys(sources))
@@ -112,7 +120,11 @@ def _default_asset(item, file: Path) -> str:
         if len(candidates) == 1:
             return candidates[0]
     names = ", ".join(sorted(item.assets)) or "none"
-    raise UsageError(f"STAC item {item.id!r} in {file} has several assets ({names}); choose one with --asset")
+    if len(item.assets) > 1:
+        raise UsageError(f"STAC item {item.id!r} in {file} has several assets ({names}); choose one with "
+                         f"{field_name('asset')}")
+    raise UsageError(f"STAC item {item.id!r} in {file} has no data asset (assets: {names}); name the one to read "
+                     f"with {field_name('asset')}")
 
 
 def read_aoi(path: str | os.PathLike):
@@ -124,6 +136,8 @@ def read_aoi(path: str | os.PathLike):
     import shapely
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise UsageError(f"the AOI {file} is a folder; give a polygon layer file (.gpkg, .geojson, .shp, ...)")
     if not file.is_file():
         raise UsageError(f"AOI file not found: {file}")
     try:

@@ -15,40 +15,35 @@ Flow (the driver; see docs/batch.md):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from segearth_geo.batch.config import (
-    DEFAULT_CHIPS_PER_UNIT,
-    JOB_FILE,
-    EngineParams,
-    JobSpec,
-    RunOptions,
-    file_sha256,
-    read_job,
-    write_job,
-)
+from segearth_geo.batch.config import JOB_FILE, JOB_FORMAT, BatchOptions, JobSpec, file_sha256, read_job, write_job
 from segearth_geo.batch.finish import RESULTS_DIR, write_scene
 from segearth_geo.batch.inputs import expand_inputs, read_aoi, stac_sources
 from segearth_geo.batch.ledger import LEDGER_FILE, JobLock, Ledger
 from segearth_geo.batch.merge import check_merge, merge_outputs
 from segearth_geo.batch.plan import ScenePlan, UnitSpec, plan_job
-from segearth_geo.batch.report import BatchReport, Estimate, Failure, Progress, SceneReport
-from segearth_geo.batch.unit import UnitResult, UnitRunner
-from segearth_geo.chips import default_overlap
-from segearth_geo.engine import check_request
+from segearth_geo.batch.report import BatchReport, Estimate, Failure, SceneReport
+from segearth_geo.batch.unit import UnitResult, UnitRunner, shard_path
 from segearth_geo.errors import OutputError, SegEarthGeoError, UsageError
-from segearth_geo.prediction import clean_prompt
+from segearth_geo.output import remove_stale_temporaries
+from segearth_geo.params import LoadOptions, SegmentParams, field_name
+from segearth_geo.prediction import clean_prompts
+from segearth_geo.progress import ProgressCallback, Reporter
 
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
-ProgressCallback = Callable[[Progress], None]
+CALIBRATION_S = 20.0  # a dry run times at most about this much of the first unit (after a warm-up batch)
+MERGED_META = "merged"  # ledger meta: the merged file this job wrote (path, size, mtime), so only it is replaced
 
 
 def run_batch(
@@ -56,31 +51,13 @@ def run_batch(
     prompts: Sequence[str],
     out_dir: str | os.PathLike,
     *,
-    model: str = "demo",
+    load: LoadOptions | None = None,
+    params: SegmentParams | None = None,
+    options: BatchOptions | None = None,
     segmenter: Any = None,
-    executor: str = "local",
-    stac: str | os.PathLike | None = None,
-    asset: str | None = None,
-    aoi: str | os.PathLike | None = None,
-    merge: str | os.PathLike | None = None,
-    merge_crs: str | None = None,
-    ray_address: str | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    overlap: int | None = None,
-    gsd: float | None = None,
-    bands: Sequence[int] | str | None = None,
-    threshold: float = 0.5,
-    min_area: float | None = None,
-    simplify: float | None = None,
-    batch_size: int = 8,
-    chips_per_unit: int = DEFAULT_CHIPS_PER_UNIT,
-    dry_run: bool = False,
-    retry_failed: bool = False,
-    max_failures: int | None = None,
-    restart: bool = False,
-    allow_large: bool = False,
     progress: bool | ProgressCallback = False,
+    style: str | None = None,
+    **kwargs: Any,
 ) -> BatchReport:
     """Segment every input by every prompt into ``out_dir``; resumable after any interruption.
 
@@ -89,23 +66,15 @@ def run_batch(
         prompts: one or more prompts; each scene gets one result file per prompt.
         out_dir: the job folder (created; its parent must exist): ``job.json``, ``ledger.sqlite``,
             ``shards/`` and ``results/<scene>/<prompt>.gpkg``.
-        model: ``"demo"``, a checkpoint folder, a repo id or ``file.py:factory`` (loaded once per worker).
-        segmenter: an already loaded segmenter instead of ``model`` (pickled to Ray workers).
-        executor: ``"local"`` or ``"ray"`` (``ray_address``, ``workers``: see :class:`RunOptions`).
-        stac, asset: a STAC ItemCollection JSON and the asset to read from each item.
-        aoi: polygon layer; only chips whose core intersects it are processed, polygons are clipped to it.
-        merge, merge_crs: one merged file across scenes (see :mod:`segearth_geo.batch.merge`).
-        overlap, gsd, bands, threshold, min_area, simplify, batch_size: as in
-            :func:`~segearth_geo.segment_raster` (``overlap`` default: 1/8 of the chip size).
-        chips_per_unit: chips per work unit (at most).
-        dry_run: plan and calibrate on a few chips, write nothing.
-        retry_failed: run only the units that failed in earlier runs.
-        max_failures: stop scheduling after more than this many failed units in this run.
-        restart: discard an existing job in ``out_dir``.
-        allow_large: accept a scene of more than :data:`~segearth_geo.chips.MAX_CHIPS` chips or a job of
-            more than :data:`~segearth_geo.batch.config.LARGE_JOB_CHIPS`.
+        load: the model and how to load it (:class:`~segearth_geo.params.LoadOptions`; loaded once per worker).
+        params: the run parameters (:class:`~segearth_geo.params.SegmentParams`; no bbox: use an AOI).
+        options: inputs, AOI, merge target, executor and retry policy (:class:`~segearth_geo.batch.config.BatchOptions`).
+        segmenter: an already loaded segmenter instead of loading ``load.model`` (pickled to Ray workers).
         progress: ``True`` for a bar on stderr (plus a line per finished scene), or a callable
-            receiving :class:`~segearth_geo.batch.report.Progress` events.
+            receiving :class:`~segearth_geo.progress.Progress` events.
+        style: how fields are named in error messages (``python``, ``cli``, ``json``).
+        kwargs: any field of the three option types by name (``model="demo"``, ``overlap=16``,
+            ``merge="all.gpkg"``, ``executor="ray"``…), applied over ``load``/``params``/``options``.
 
     Returns:
         :class:`~segearth_geo.batch.report.BatchReport` (``exit_code`` 1 when a unit failed).
@@ -115,85 +84,167 @@ def run_batch(
         ModelError: the model cannot be loaded.
     """
     started = time.perf_counter()
-    prompts = _check_prompts(prompts, threshold=threshold, min_area=min_area, simplify=simplify, batch_size=batch_size,
-                             overlap=overlap)
-    if isinstance(chips_per_unit, bool) or not isinstance(chips_per_unit, int) or chips_per_unit < 1:
-        raise UsageError(f"chips_per_unit must be a positive number, got {chips_per_unit!r}")
+    named = load is not None or "model" in kwargs  # else a segmenter object is recorded by its class
+    load, params, options = _options(load, params, options, kwargs, style)
+    if segmenter is None:
+        from segearth_geo.model.loading import check_load_options
+
+        check_load_options(load, style)
+    folder = Path(out_dir).expanduser().absolute()
+    merge = None if options.merge is None else str(_check_merge_target(options, folder, style))
+    aoi_frame = read_aoi(options.aoi) if options.aoi is not None else None
+    aoi_path = None if options.aoi is None else os.path.abspath(os.path.expanduser(options.aoi))
+    job = _JobDraft(_sources(inputs, options, style), _prompts(prompts), _model_name(load.model, segmenter, not named),
+                    params, options.chips_per_unit, aoi_path, None if aoi_path is None else file_sha256(aoi_path))
+    if options.dry_run:
+        return _dry_run(folder, job, load, options, segmenter, aoi_frame, started)
+    _make_folder(folder, merge)
+    with JobLock(folder):
+        stored = None if options.restart else read_job(folder)
+        if merge and os.path.lexists(merge) and not _merge_owned(folder, Path(merge)):
+            raise OutputError(f"merged file {merge} exists and is not this job's merged file; choose another name "
+                              "or remove it")
+        pool = _executor(options, load, segmenter)
+        try:
+            # Resuming: the stored job's chip size is known, so the model is loaded only if work is left.
+            known = _stored_chip_size(stored)
+            spec = job.resolve(known if known else pool.start())
+            if stored is not None:
+                _refuse_changed(folder, spec, stored)
+            if options.restart:
+                _clear(folder)
+            scenes = plan_job(spec, aoi=aoi_frame, allow_large=options.allow_large)
+            _check_merge_crs(scenes, options)
+            write_job(folder, spec, options.run_record(load.device))
+            return _execute(folder, spec, options, merge, scenes, pool, progress, started)
+        finally:
+            pool.close()
+
+
+def _sources(inputs: Sequence[str | os.PathLike], options: BatchOptions, style: str | None) -> tuple[str, ...]:
+    """The job's GDAL sources: the inputs expanded (globs, lists), then the STAC items' assets."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     sources = expand_inputs(inputs) if inputs else []
-    if stac is not None:
-        sources = list(dict.fromkeys(sources + stac_sources(stac, asset)))
-    elif asset is not None:
-        raise UsageError("--asset needs --stac ITEMS.json")
+    if options.stac is not None:
+        sources = list(dict.fromkeys(sources + stac_sources(options.stac, options.asset)))
+    elif options.asset is not None:
+        raise UsageError(f"{field_name('asset', style)} needs {field_name('stac', style)}")
     if not sources:
-        raise UsageError("no input: give raster paths, globs, @list.txt files or --stac ITEMS.json")
-    run = RunOptions(executor=executor, ray_address=ray_address, workers=workers, device=device,
-                     merge=None if merge is None else str(check_merge(merge, merge_crs)), merge_crs=merge_crs,
-                     retry_failed=retry_failed, max_failures=max_failures, restart=restart,
-                     allow_large=allow_large, dry_run=dry_run)
-    aoi_frame = read_aoi(aoi) if aoi is not None else None
-    aoi_path = None if aoi is None else os.path.abspath(os.path.expanduser(os.fspath(aoi)))
-    model_name = _model_name(model, segmenter)
-    if isinstance(bands, str):
-        from segearth_geo.raster import parse_bands
+        raise UsageError("no input: give raster paths, globs, @list.txt files or a STAC ItemCollection")
+    return tuple(sources)
 
-        bands = parse_bands(bands)
-    draft = JobSpec(
-        sources=tuple(sources), prompts=prompts, model=model_name,
-        engine=EngineParams(chip_size=0, overlap=-1 if overlap is None else int(overlap), gsd=gsd,
-                            bands=None if bands is None else tuple(int(b) for b in bands), threshold=float(threshold),
-                            min_area=min_area, simplify=simplify, batch_size=int(batch_size),
-                            chips_per_unit=chips_per_unit),
-        aoi=aoi_path, aoi_sha256=None if aoi_path is None else file_sha256(aoi_path))
-    folder = Path(out_dir).expanduser().absolute()
-    if dry_run:
-        return _dry_run(folder, draft, run, segmenter, aoi_frame, started)
+
+def _make_folder(folder: Path, merge: str | None) -> None:
+    """Create the job folder (its parent must exist) and, inside it, the merged file's folder."""
     if not folder.parent.is_dir():
         raise OutputError(f"the parent of the job folder {folder} does not exist; create it first")
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder} is a file; give a folder for the batch job")
     folder.mkdir(exist_ok=True)
-    with JobLock(folder):
-        stored = read_job(folder)
-        if stored is not None and not restart:
-            _refuse_changed(folder, draft, stored, exact=False)
-        if stored is None and run.merge and Path(run.merge).exists():
-            raise OutputError(f"merged file {run.merge} exists; choose another name or remove it")
-        pool = _executor(run, model, segmenter, batch_size)
-        try:
-            # Resuming the same job: its chip size is known, so the model is loaded only if work is left.
-            known = (stored or {}).get("job", {}).get("engine", {}).get("chip_size") if not restart else None
-            chip_size = int(known) if known else pool.start()
-            spec = _resolve(draft, chip_size)
-            if restart:
-                _clear(folder)
-                stored = None
-            elif stored is not None:
-                _refuse_changed(folder, spec, stored, exact=True)
-            scenes = plan_job(spec, aoi=aoi_frame, allow_large=allow_large)
-            write_job(folder, spec, run)
-            return _execute(folder, spec, run, scenes, pool, progress, started)
-        finally:
-            pool.close()
+    if merge is not None:
+        Path(merge).parent.mkdir(parents=True, exist_ok=True)  # inside the job folder (else it exists)
 
 
-def _check_prompts(prompts: Sequence[str], **numbers) -> tuple[str, ...]:
+def _check_merge_target(options: BatchOptions, folder: Path, style: str) -> Path:
+    """The merged file's path, checked: a known format, a writable place, not one of the job's own files."""
+    target = check_merge(options.merge, options.merge_crs, folder)
+    own = [folder / RESULTS_DIR, folder / SHARDS_DIR]
+    if any(target.is_relative_to(d) for d in own) or target in (folder / JOB_FILE, folder / LEDGER_FILE):
+        raise UsageError(f"{field_name('merge', style)} {target} is inside the job's own files (results/, shards/, "
+                         f"job.json, ledger); give a file next to them, e.g. {folder / 'merged.gpkg'}")
+    return target
+
+
+def _merge_owned(folder: Path, target: Path) -> bool:
+    """Whether ``target`` is the merged file this job wrote (the ledger records its path, size and time)."""
+    if not (folder / LEDGER_FILE).is_file():
+        return False
+    try:
+        ledger = Ledger(folder / LEDGER_FILE, readonly=True)
+    except SegEarthGeoError:
+        return False
+    try:
+        record = ledger.meta(MERGED_META)
+    except SegEarthGeoError:
+        return False
+    finally:
+        ledger.close()
+    if not isinstance(record, dict) or record.get("path") != str(target):
+        return False
+    return bool(record.get("pending")) or record == _file_identity(target)
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _options(load: LoadOptions | None, params: SegmentParams | None, options: BatchOptions | None,
+             kwargs: dict[str, Any], style: str) -> tuple[LoadOptions, SegmentParams, BatchOptions]:
+    """The three option types with ``kwargs`` applied by field name, checked (``batch_size`` also bounds the
+    model's forward pass unless ``load`` sets its own)."""
+    groups: list[tuple[Any, dict[str, Any]]] = [(load or LoadOptions(), {}), (params or SegmentParams(), {}),
+                                                (options or BatchOptions(), {})]
+    for name, value in kwargs.items():
+        for base, given in groups:
+            if name in type(base).names() and not (name == "batch_size" and isinstance(base, LoadOptions)):
+                given[name] = value
+                break
+        else:
+            raise TypeError(f"run_batch() got an unexpected keyword argument {name!r}")
+    (load, load_given), (params, params_given), (options, options_given) = groups
+    params = replace(params, **params_given).check(style)
+    for name in ("bbox", "bbox_crs"):
+        if getattr(params, name) is not None:
+            raise UsageError(f"a batch job takes no {field_name(name, style)}; give {field_name('aoi', style)} "
+                             "(a polygon layer) to limit the area")
+    for name in ("raster_out", "labels_out"):  # units keep polygon pieces, not probabilities (issue 19)
+        if getattr(params, name) is not None:
+            raise UsageError(f"a batch job writes no {field_name(name, style)} yet; run `segment` on the scene for "
+                             "raster outputs")
+    if "batch_size" in params_given and load.batch_size is None:
+        load_given["batch_size"] = params.batch_size
+    return (replace(load, **load_given).check(style), params,
+            replace(options, **options_given).check(style))
+
+
+def _prompts(prompts: Sequence[str]) -> tuple[str, ...]:
     if isinstance(prompts, str):
         prompts = [prompts]
-    cleaned = []
-    overlap = numbers.pop("overlap")
-    for prompt in prompts:
-        check_request(prompt, overlap=overlap, **numbers)
-        cleaned.append(clean_prompt(prompt))
-    if not cleaned:
-        raise UsageError("no prompt: give at least one with -p PROMPT or --prompts-file")
-    return tuple(dict.fromkeys(cleaned))
+    if not list(prompts):
+        raise UsageError("no prompt: give at least one")
+    return tuple(clean_prompts(list(prompts)))
 
 
-def _model_name(model: str, segmenter: Any) -> str:
-    if segmenter is not None:
-        return f"{type(segmenter).__module__}.{type(segmenter).__qualname__}" if model == "demo" else str(model)
+@dataclass(frozen=True)
+class _JobDraft:
+    """A job before the model's chip size is known (:meth:`resolve` makes the :class:`JobSpec`)."""
+
+    sources: tuple[str, ...]
+    prompts: tuple[str, ...]
+    model: str
+    params: SegmentParams
+    chips_per_unit: int
+    aoi: str | None
+    aoi_sha256: str | None
+
+    def resolve(self, chip_size: int) -> JobSpec:
+        return JobSpec(self.sources, self.prompts, self.model, self.params.resolve(chip_size), int(chip_size),
+                       self.chips_per_unit, self.aoi, self.aoi_sha256)
+
+
+def _stored_chip_size(stored: dict | None) -> int | None:
+    engine = ((stored or {}).get("job") or {}).get("engine") or {}
+    value = engine.get("chip_size") if isinstance(engine, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _model_name(model: str, segmenter: Any, unnamed: bool) -> str:
+    """The model as a job records it: the spec (folders and ``file.py`` factories made absolute), or the
+    segmenter's class when a segmenter object was given without naming a model."""
+    if segmenter is not None and unnamed:
+        return f"{type(segmenter).__module__}.{type(segmenter).__qualname__}"
     text = str(model)
     target, sep, attr = text.rpartition(":")
     if sep and target.endswith(".py"):
@@ -203,30 +254,16 @@ def _model_name(model: str, segmenter: Any) -> str:
     return text
 
 
-def _resolve(draft: JobSpec, chip_size: int) -> JobSpec:
-    from dataclasses import replace
-
-    engine = draft.engine
-    overlap = default_overlap(chip_size) if engine.overlap < 0 else engine.overlap
-    if not 0 <= overlap < chip_size:
-        raise UsageError(f"overlap must be between 0 and the model's chip size - 1 ({chip_size - 1}), got {overlap}")
-    return replace(draft, engine=replace(engine, chip_size=int(chip_size), overlap=int(overlap)))
-
-
-def _refuse_changed(folder: Path, spec: JobSpec, stored: dict, *, exact: bool) -> None:
-    """Raise a one-line :class:`UsageError` when ``spec`` differs from the job stored in ``folder``.
-
-    Before the model is loaded (``exact=False``) the chip size and a default overlap are not known yet
-    and are not compared.
-    """
-    old = stored.get("job") or {}
-    differences = spec.differences(old)
-    if not exact:
-        differences = [d for d in differences if d != "engine.chip_size" and not (d == "engine.overlap"
-                                                                                   and spec.engine.overlap < 0)]
+def _refuse_changed(folder: Path, spec: JobSpec, stored: dict) -> None:
+    """Raise a one-line :class:`UsageError` when ``spec`` differs from the job stored in ``folder``."""
+    if stored.get("format") != JOB_FORMAT:
+        raise UsageError(f"{folder} holds a batch job written by another version of segearth-geo (job format "
+                         f"{stored.get('format')!r}, this version writes {JOB_FORMAT}); pass {field_name('restart')} to start it "
+                         "over, or choose another output folder")
+    differences = spec.differences(stored.get("job") or {})
     if differences:
         raise UsageError(
-            f"{folder} holds a different batch job (changed: {', '.join(differences)}); pass --restart to discard "
+            f"{folder} holds a different batch job (changed: {', '.join(differences)}); pass {field_name('restart')} to discard "
             "it and start over, or choose another output folder")
 
 
@@ -238,70 +275,29 @@ def _clear(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def _executor(run: RunOptions, model: str, segmenter: Any, batch_size: int):
-    if run.executor == "ray":
+def _executor(options: BatchOptions, load: LoadOptions, segmenter: Any):
+    if options.executor == "ray":
         from segearth_geo.batch.executor_ray import RayExecutor
 
-        return RayExecutor(model, segmenter=segmenter, device=run.device, batch_size=batch_size,
-                           address=run.ray_address, workers=run.workers)
+        return RayExecutor(load, segmenter=segmenter, address=options.ray_address, workers=options.workers)
     from segearth_geo.batch.executor_local import LocalExecutor
 
-    return LocalExecutor(model, segmenter=segmenter, device=run.device, batch_size=batch_size)
+    return LocalExecutor(load, segmenter=segmenter)
 
 
-class _Progress:
-    """Counts and reports progress: a tqdm bar, a callable, or nothing."""
-
-    def __init__(self, progress: bool | ProgressCallback, units_total: int, chips_total: int, units_done: int,
-                 chips_done: int) -> None:
-        self.callback = progress if callable(progress) else None
-        self.units_total, self.chips_total = units_total, chips_total
-        self.units_done, self.chips_done = units_done, chips_done
-        self.bar = None
-        if progress is True:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=chips_total, initial=chips_done, unit="chip", desc="batch", dynamic_ncols=True)
-            self._postfix()
-
-    def _postfix(self) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"units {self.units_done}/{self.units_total}", refresh=False)
-
-    def _emit(self, kind: str, message: str = "", source: str = "") -> None:
-        if self.callback is not None:
-            self.callback(Progress(kind, self.units_done, self.units_total, self.chips_done, self.chips_total,
-                                   message, source))
-
-    def chips(self, n: int) -> None:
-        self.chips_done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        self._emit("chips")
-
-    def unit(self, message: str, source: str, done: bool) -> None:
-        self.units_done += int(done)
-        self._postfix()
-        self._emit("unit", message, source)
-
-    def scene(self, message: str, source: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message)
-        self._emit("scene", message, source)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _execute(folder: Path, spec: JobSpec, run: RunOptions, scenes: list[ScenePlan], pool, progress,
-             started: float) -> BatchReport:
+def _execute(folder: Path, spec: JobSpec, run: BatchOptions, merge: str | None, scenes: list[ScenePlan], pool,
+             progress: bool | ProgressCallback, started: float) -> BatchReport:
     shard_dir = folder / SHARDS_DIR
     ledger = Ledger(folder / LEDGER_FILE)
     try:
-        before = {u.id: u.status for u in ledger.units()}
+        earlier = ledger.units()
+        before = {u.id: u.status for u in earlier}
+        # --retry-failed reruns the scenes that failed, whether a unit or the scene itself (a scene whose file was
+        # replaced since gets new units, which replace its failed ones).
         failed_scenes = {r["id"] for r in ledger.scenes() if r["status"] == "failed"}
+        failed_scenes |= {u.scene_id for u in earlier if u.status == "failed"}
         ledger.record_plan(scenes)
+        _reconcile(ledger, scenes, shard_dir)
         ledger.set_meta("executor", {"executor": run.executor, "workers": pool.workers, "pid": os.getpid()})
         by_id = {s.id: s for s in scenes}
         units = [u for s in scenes for u in s.units]
@@ -314,7 +310,8 @@ def _execute(folder: Path, spec: JobSpec, run: RunOptions, scenes: list[ScenePla
         resumed = sum(status[u.id] == "done" for u in units)
         chips_total = sum(len(u.chips) for u in units)
         chips_done = sum(len(u.chips) for u in units if status[u.id] == "done")
-        bar = _Progress(progress, len(units), chips_total, resumed, chips_done)
+        bar = Reporter(progress, chips_total, units_total=len(units), chips_done=chips_done, units_done=resumed,
+                       desc="batch")
         failures_this_run = [0]
         ran = [0]
         # Scenes finished by an earlier run except for their outputs (killed in between).
@@ -342,20 +339,41 @@ def _execute(folder: Path, spec: JobSpec, run: RunOptions, scenes: list[ScenePla
         try:
             if todo and not pool.started:
                 chip_size = pool.start()
-                if chip_size != spec.engine.chip_size:
+                if chip_size != spec.chip_size:
                     raise UsageError(f"the model's chip size is now {chip_size} px, the job in {folder} was planned "
-                                     f"with {spec.engine.chip_size} px; pass --restart to start it over")
+                                     f"with {spec.chip_size} px; pass {field_name('restart')} to start it over")
             if todo:
-                pool.run(todo, spec.prompts, spec.engine, shard_dir, on_start=on_start, on_result=on_result,
+                pool.run(todo, spec, shard_dir, on_start=on_start, on_result=on_result,
                          on_chips=bar.chips, should_stop=should_stop)
         finally:
             bar.close()
-        return _report(folder, spec, run, scenes, ledger, pool, ran[0], resumed, should_stop(), started)
+        return _report(folder, spec, run, merge, scenes, ledger, pool, ran[0], resumed, should_stop(), started)
     finally:
         ledger.close()
 
 
-def _maybe_finish(folder: Path, ledger: Ledger, spec: JobSpec, scene: ScenePlan, shard_dir: Path, bar: _Progress) -> None:
+def _reconcile(ledger: Ledger, scenes: list[ScenePlan], shard_dir: Path) -> None:
+    """Make the ledger agree with the files: a done scene whose result files are gone is written again, a done
+    unit whose shard is gone (and is still needed) is run again. Temporary shard files of writers that no
+    longer run are removed."""
+    rows = {r["id"]: r for r in ledger.scenes()}
+    for scene in scenes:
+        if not scene.units:
+            continue
+        remove_stale_temporaries(shard_dir / scene.id)
+        row = rows.get(scene.id)
+        outputs = json.loads(row["outputs"]) if row is not None and row["outputs"] else {}
+        if row is not None and row["status"] == "done":
+            if outputs and all(Path(p).is_file() for p in outputs.values()):
+                continue
+            ledger.mark_scene_planned(scene.id)
+        done = {u.id for u in ledger.units(status="done", scene_id=scene.id)}
+        for unit in scene.units:
+            if unit.id in done and not shard_path(shard_dir, unit).is_file():
+                ledger.mark_pending(unit.id, "its shard file was missing; redone")
+
+
+def _maybe_finish(folder: Path, ledger: Ledger, spec: JobSpec, scene: ScenePlan, shard_dir: Path, bar: Reporter) -> None:
     """Write the scene's outputs once all its units are done (and not yet written)."""
     if scene.error or scene.skipped or not scene.units or ledger.scene_units_left(scene.id):
         return
@@ -373,9 +391,8 @@ def _maybe_finish(folder: Path, ledger: Ledger, spec: JobSpec, scene: ScenePlan,
               scene.source)
 
 
-def _report(folder: Path, spec: JobSpec, run: RunOptions, scenes: list[ScenePlan], ledger: Ledger, pool, ran: int,
-            resumed: int, stopped: bool, started: float) -> BatchReport:
-    import json
+def _report(folder: Path, spec: JobSpec, run: BatchOptions, merge: str | None, scenes: list[ScenePlan], ledger: Ledger,
+            pool, ran: int, resumed: int, stopped: bool, started: float) -> BatchReport:
 
     rows = {r["id"]: r for r in ledger.scenes()}
     reports = []
@@ -386,16 +403,18 @@ def _report(folder: Path, spec: JobSpec, run: RunOptions, scenes: list[ScenePlan
     failed_units = ledger.units(status="failed")
     source_of = {s.id: s.source for s in scenes}
     failures = [Failure(source_of.get(u.scene_id, "?"), u.id, u.error or "failed") for u in failed_units]
-    failures += [Failure(s.source, s.id, s.error or "failed") for s in reports
+    failures += [Failure(s.source, plan.id, s.error or "failed") for s, plan in zip(reports, scenes)
                  if s.status == "failed" and s.units and not any(f.source == s.source for f in failures)]
     counts = ledger.counts()
     notes = []
     if stopped:
-        notes.append(f"Stopped early: more than {run.max_failures} unit(s) failed (--max-failures).")
+        notes.append(f"Stopped early: more than {run.max_failures} unit(s) failed ({field_name('max_failures')}).")
     merged = layers = None
-    if run.merge:
+    if merge:
         files = [p for s in reports if s.status == "done" for p in s.outputs.values()]
-        result = merge_outputs(files, spec.model, run.merge, run.merge_crs)
+        ledger.set_meta(MERGED_META, {"path": merge, "pending": True})  # a kill while merging keeps it ours
+        result = merge_outputs(files, spec.model, merge, run.merge_crs)
+        ledger.set_meta(MERGED_META, _file_identity(Path(result.path)))
         merged, layers = result.path, result.layers
         if result.note:
             notes.append(f"Note: {result.note}.")
@@ -410,39 +429,71 @@ def _report(folder: Path, spec: JobSpec, run: RunOptions, scenes: list[ScenePlan
         stopped_early=stopped, executor=run.executor, workers=pool.workers, device=pool.device_description)
 
 
-def _dry_run(folder: Path, draft: JobSpec, run: RunOptions, segmenter: Any, aoi_frame, started: float) -> BatchReport:
+def _dry_run(folder: Path, draft: _JobDraft, load: LoadOptions, run: BatchOptions, segmenter: Any, aoi_frame,
+             started: float) -> BatchReport:
     """Plan, calibrate on the first unit's first batch of chips (in a temporary folder) and report; write nothing."""
     from segearth_geo.batch.executor_local import LocalExecutor
 
-    pool = LocalExecutor(draft.model, segmenter=segmenter, device=run.device, batch_size=draft.engine.batch_size)
+    pool = LocalExecutor(load, segmenter=segmenter)
     try:
-        spec = _resolve(draft, pool.start())
+        spec = draft.resolve(pool.start())
         scenes = plan_job(spec, aoi=aoi_frame, allow_large=run.allow_large)
+        _check_merge_crs(scenes, run)
         units = [u for s in scenes for u in s.units]
-        estimate = None
         workers = run.workers or 1
-        if units:
-            first = units[0]
-            sample = UnitSpec(first.id, first.scene_id, first.source, 0, first.chips[:spec.engine.batch_size])
-            with tempfile.TemporaryDirectory(prefix="segearth-calibration-") as tmp:
-                runner = UnitRunner(pool.segmenter, spec.prompts, spec.engine, Path(tmp))
-                runner.run(sample)  # warm-up (first call allocates)
-                result = runner.run(sample)
-                runner.close()
-            per_chip = result.seconds / max(1, len(sample.chips))
-            peak = _peak_mb()
-            chips = sum(len(u.chips) for u in units)
-            estimate = Estimate(per_chip, per_chip * chips / workers, peak, len(sample.chips), workers)
+        startup = time.perf_counter() - started  # loading the model and planning: a real run does them too
+        estimate, failure = _calibrate(pool.segmenter, spec, units, workers, startup) if units else (None, None)
     finally:
         pool.close()
     reports = tuple(SceneReport(s.source, s.name, "failed" if s.error else "skipped" if s.skipped else "planned",
                                 len(s.units), s.chips, s.error or s.skipped) for s in scenes)
-    failures = tuple(Failure(s.source, s.id, s.error) for s in scenes if s.error)
+    failures = tuple(Failure(s.source, s.id, s.error) for s in scenes if s.error) + ((failure,) if failure else ())
     return BatchReport(
         out_dir=str(folder), scenes=reports, units_total=len(units), units_done=0, units_failed=len(failures),
         failures=failures,
         chips_total=sum(len(u.chips) for u in units), seconds=time.perf_counter() - started, dry_run=True,
         estimate=estimate, executor=run.executor, workers=workers, device=pool.device_description)
+
+
+def _calibrate(segmenter: Any, spec: JobSpec, units: list[UnitSpec], workers: int,
+               startup: float = 0.0) -> tuple[Estimate | None, Failure | None]:
+    """Time the first unit as a real run would (its chips, all prompts, shard written), after a warm-up batch.
+
+    A unit's own costs (opening the scene, threads, the shard) are then spread over its chips as in the job.
+    Only as many of its chips are timed as fit :data:`CALIBRATION_S` by the warm-up's speed (a slow model on a
+    CPU is not run for minutes). The estimate adds ``startup`` (loading the model and planning, as measured by
+    the dry run). A segmenter that fails is reported as a failure of the calibration."""
+    first = units[0]
+    k = max(1, min(spec.params.batch_size, len(first.chips)))
+    with tempfile.TemporaryDirectory(prefix="segearth-calibration-") as tmp:
+        runner = UnitRunner(segmenter, spec, Path(tmp))
+        try:
+            runs = []
+            warm = runner.run(UnitSpec(first.id, first.scene_id, first.source, 0, first.chips[:k]))
+            per_chip = warm.seconds / max(1, warm.chips + warm.skipped)
+            m = max(k, min(len(first.chips), int(CALIBRATION_S / max(per_chip, 1e-6))))
+            for result in (warm, runner.run(UnitSpec(first.id, first.scene_id, first.source, 0, first.chips[:m]))):
+                if result.error is not None:
+                    return None, Failure(first.source, "calibration", f"the model failed on the first chips: "
+                                                                      f"{result.error}")
+                runs.append((max(1, result.chips + result.skipped), result.seconds))
+        finally:
+            runner.close()
+    measured, seconds = runs[-1]
+    per_chip = seconds / measured
+    chips = sum(len(u.chips) for u in units)
+    return Estimate(per_chip, startup + chips * per_chip / workers, _peak_mb(), measured, workers), None
+
+
+def _check_merge_crs(scenes: list[ScenePlan], run: BatchOptions) -> None:
+    """A merge that reprojects (GeoParquet, FlatGeobuf, or --merge-crs) needs every scene to have a CRS: say so
+    before any work, not after."""
+    if run.merge is None or (Path(run.merge).suffix.lower() == ".gpkg" and run.merge_crs is None):
+        return
+    lacking = [s.source for s in scenes if s.units and s.crs_wkt is None]
+    if lacking:
+        raise UsageError(f"{lacking[0]} has no CRS, so it cannot be reprojected into the merged file "
+                         f"{Path(run.merge).name}; merge to .gpkg without {field_name('merge_crs')}, or leave that raster out")
 
 
 def _peak_mb() -> float:

@@ -1,7 +1,7 @@
 """One merged file across every finished scene of a job (``--merge``).
 
-Columns: those of the per-scene files (``label, score, area_m2, pixels, prompt, source``)
-plus ``model``. Coordinate systems:
+Columns: those of the per-scene files (``label, score, area_m2, pixels, prompt, source, model, id``; ``id`` is
+unique within a ``source``). Coordinate systems:
 
 * GeoPackage (``.gpkg``): with ``merge_crs`` one layer ``segments`` reprojected to it;
   without, one layer per CRS (``segments`` when all scenes share one, else
@@ -9,8 +9,9 @@ plus ``model``. Coordinate systems:
 * GeoParquet (``.parquet``) and FlatGeobuf (``.fgb``) hold one CRS: everything is
   reprojected to ``merge_crs``, default EPSG:4326 (the summary says so).
 
-Areas stay the true areas measured in each scene's own CRS. The file is written to a
-temporary name in the target folder and renamed when complete.
+Areas stay the true areas measured in each scene's own CRS. The merge streams scene by scene
+(memory flat in the number of scenes) into a temporary file in the target folder, renamed when
+complete; a killed merge's temporary files are removed by the next run.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import pandas as pd
 import pyogrio
 from pyproj import CRS
 
-from segearth_geo.errors import OutputError, UsageError
-from segearth_geo.output import SEGMENTS_LAYER
+from segearth_geo.errors import OutputError, SegEarthGeoError, UsageError
+from segearth_geo.output import GPKG_VERSION, SEGMENTS_LAYER, remove_stale_temporaries, temporary_path
+from segearth_geo.params import field_name
 
 MERGE_FORMATS = {".gpkg": "GPKG", ".parquet": "Parquet", ".geoparquet": "Parquet", ".fgb": "FlatGeobuf"}
 DEFAULT_MERGE_CRS = "EPSG:4326"
-COLUMNS = ["label", "score", "area_m2", "pixels", "prompt", "source", "model"]
+ARROW_BATCH = 8192  # rows per Arrow batch when converting the staged merge (bounds the conversion's memory)
+COLUMNS = ["label", "score", "area_m2", "pixels", "prompt", "source", "model", "id"]  # id: unique per source
 
 
 @dataclass(frozen=True)
@@ -44,15 +47,19 @@ class MergeResult:
     note: str | None
 
 
-def check_merge(path: str | os.PathLike, merge_crs: str | None) -> Path:
-    """Validate ``--merge`` and ``--merge-crs`` before any work (format, folder, CRS)."""
+def check_merge(path: str | os.PathLike, merge_crs: str | None, job_folder: Path | None = None) -> Path:
+    """Validate ``--merge`` and ``--merge-crs`` before any work (format, folder, CRS).
+
+    A target inside ``job_folder`` is valid even before the job folder exists: the job creates it.
+    """
     target = Path(path).expanduser().absolute()
     if target.suffix.lower() not in MERGE_FORMATS:
-        raise UsageError(f"--merge must end in .gpkg, .parquet or .fgb, got {target.name}")
-    if not target.parent.is_dir():
+        raise UsageError(f"{field_name('merge')} must end in .gpkg, .parquet or .fgb, got {target.name}")
+    inside = job_folder is not None and target.parent.is_relative_to(Path(job_folder).expanduser().absolute())
+    if not target.parent.is_dir() and not inside:
         raise OutputError(f"folder of the merged file {target.parent} does not exist; create it first")
     if target.is_dir():
-        raise OutputError(f"--merge {target} is a folder; give a file name such as {target / 'all.gpkg'}")
+        raise OutputError(f"{field_name('merge')} {target} is a folder; give a file name such as {target / 'all.gpkg'}")
     if merge_crs is not None:
         parse_crs(merge_crs)
     return target
@@ -62,7 +69,7 @@ def parse_crs(text: str) -> CRS:
     try:
         return CRS.from_user_input(text)
     except Exception as exc:
-        raise UsageError(f"unknown CRS {text!r} for --merge-crs (use e.g. EPSG:4326): {exc}") from exc
+        raise UsageError(f"unknown CRS {text!r} for {field_name('merge_crs')} (use e.g. EPSG:4326): {exc}") from exc
 
 
 def _layer_name(crs: CRS | None) -> str:
@@ -73,53 +80,107 @@ def _layer_name(crs: CRS | None) -> str:
 
 
 def merge_outputs(files: Sequence[str], model: str, path: str | os.PathLike, merge_crs: str | None) -> MergeResult:
-    """Merge the per-scene result ``files`` (GeoPackages with a ``segments`` layer) into ``path``."""
+    """Merge the per-scene result ``files`` (GeoPackages with a ``segments`` layer) into ``path``.
+
+    Streamed scene by scene, so memory is that of the largest scene, whatever the number of scenes: each
+    scene is appended to a temporary GeoPackage beside the target (one layer per CRS, or one reprojected
+    layer); a GeoPackage target is that file renamed, GeoParquet and FlatGeobuf targets are converted from it
+    as an Arrow stream. Layers that would stay empty are not written (unless every scene is empty: then one
+    empty ``segments`` layer). Any failure (disk full included) is one :class:`OutputError` and leaves the
+    target as it was.
+    """
     target = check_merge(path, merge_crs)
     driver = MERGE_FORMATS[target.suffix.lower()]
-    frames = []
-    for file in files:
-        frame = gpd.read_file(file, layer=SEGMENTS_LAYER, engine="pyogrio")
-        frame["model"] = model
-        frames.append(frame[COLUMNS + ["geometry"]])
+    remove_stale_temporaries(target.parent)
+    crs = None
     note = None
     if driver != "GPKG" or merge_crs is not None:
         crs = parse_crs(merge_crs or DEFAULT_MERGE_CRS)
         if driver != "GPKG" and merge_crs is None:
-            note = f"{target.suffix} holds one CRS: polygons reprojected to {DEFAULT_MERGE_CRS} (choose with --merge-crs)"
-        if any(f.crs is None for f in frames if len(f)):
-            raise UsageError("a scene has no CRS, so it cannot be reprojected for the merged file; merge to .gpkg "
-                             "without --merge-crs")
-        groups = {SEGMENTS_LAYER: [f.to_crs(crs) if f.crs is not None else f.set_crs(crs) for f in frames]}
-        empty_crs = crs
-    else:
-        by_crs: dict[str, list[gpd.GeoDataFrame]] = {}
-        for frame in frames:
-            by_crs.setdefault(_layer_name(None if frame.crs is None else CRS(frame.crs)), []).append(frame)
-        groups = by_crs if len(by_crs) > 1 else {SEGMENTS_LAYER: next(iter(by_crs.values()), [])}
-        empty_crs = parse_crs(DEFAULT_MERGE_CRS)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
-    rows = 0
+            note = (f"{target.suffix} holds one CRS: polygons reprojected to {DEFAULT_MERGE_CRS} (choose with "
+                    f"{field_name('merge_crs')})")
+    layer_of = _layers(files, crs)
+    stage = temporary_path(target, ".gpkg")
+    out = temporary_path(target) if driver != "GPKG" else stage
+    rows: dict[str, int] = {}
+    empty_crs = None
     try:
-        for layer, parts in groups.items():
-            merged = _concat(parts, empty_crs)
-            rows += len(merged)
-            if driver == "Parquet":
-                merged.to_parquet(tmp, index=False)
-            else:
-                extra = {"layer": layer} if driver == "GPKG" else {}
-                merged.to_file(tmp, driver=driver, engine="pyogrio", geometry_type="Polygon", **extra)
-        os.replace(tmp, target)
-    except (OSError, ValueError, pyogrio.errors.DataSourceError) as exc:
-        raise OutputError(f"cannot write the merged file {target}: {exc}") from exc
+        for file, layer in zip(files, layer_of):
+            frame = gpd.read_file(file, layer=SEGMENTS_LAYER, engine="pyogrio")
+            frame["model"] = model
+            frame = frame[COLUMNS + ["geometry"]]
+            if crs is not None and len(frame):
+                if frame.crs is None:
+                    raise UsageError(f"{file} has no CRS, so it cannot be reprojected for the merged file; merge to "
+                                     f".gpkg without {field_name('merge_crs')}")
+                frame = frame.to_crs(crs)
+            if len(frame):
+                _append(stage, frame, layer)
+                rows[layer] = rows.get(layer, 0) + len(frame)
+            elif empty_crs is None:
+                empty_crs = frame.crs
+        if not rows:  # every scene empty: one empty layer, in the scenes' CRS
+            _append(stage, _empty(crs or empty_crs or parse_crs(DEFAULT_MERGE_CRS)), SEGMENTS_LAYER)
+            rows[SEGMENTS_LAYER] = 0
+        if driver != "GPKG":
+            _convert(stage, out, driver, crs)
+        os.replace(out, target)
+    except SegEarthGeoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - GDAL/pyogrio/arrow raise many types (FeatureError on a full disk)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise OutputError(f"cannot write the merged file {target}: {first}") from None
     finally:
-        for leftover in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            leftover.unlink(missing_ok=True)
-    return MergeResult(str(target), tuple(groups) if driver == "GPKG" else (), rows, note)
+        for leftover in {stage, out}:
+            for name in (leftover, Path(f"{leftover}-journal"), Path(f"{leftover}-wal"), Path(f"{leftover}-shm")):
+                name.unlink(missing_ok=True)
+    return MergeResult(str(target), tuple(rows) if driver == "GPKG" else (), sum(rows.values()), note)
 
 
-def _concat(parts: list[gpd.GeoDataFrame], crs: CRS) -> gpd.GeoDataFrame:
-    parts = [p for p in parts if len(p)] or parts[:1]
-    if not parts:
-        return gpd.GeoDataFrame({c: pd.Series(dtype="float64" if c in ("score", "area_m2") else "object")
-                                 for c in COLUMNS}, geometry=gpd.GeoSeries([], crs=crs))
-    return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=parts[0].crs)
+def _layers(files: Sequence[str], crs: CRS | None) -> list[str]:
+    """The layer each scene goes to: ``segments`` for one CRS (or a reprojected merge), else one per CRS."""
+    if crs is not None:
+        return [SEGMENTS_LAYER] * len(files)
+    names = []
+    for file in files:
+        text = pyogrio.read_info(file, layer=SEGMENTS_LAYER).get("crs")
+        names.append(_layer_name(None if text is None else CRS.from_user_input(text)))
+    return names if len(set(names)) > 1 else [SEGMENTS_LAYER] * len(files)
+
+
+def _append(stage: Path, frame: gpd.GeoDataFrame, layer: str) -> None:
+    new = {"dataset_options": {"VERSION": GPKG_VERSION}} if not stage.exists() else {}  # QGIS 3.22 reads 1.3 quietly
+    frame.to_file(stage, layer=layer, driver="GPKG", engine="pyogrio", geometry_type="Polygon",
+                  mode="a" if stage.exists() else "w", layer_options={"SPATIAL_INDEX": "YES"}, **new)
+
+
+def _convert(stage: Path, out: Path, driver: str, crs: CRS) -> None:
+    """The staged layer to GeoParquet or FlatGeobuf, batch by batch (Arrow stream; flat memory)."""
+    from pyogrio.raw import open_arrow, write_arrow
+
+    with open_arrow(stage, layer=SEGMENTS_LAYER, use_pyarrow=True, batch_size=ARROW_BATCH) as (meta, reader):
+        geometry = meta["geometry_name"] or "geometry"
+        if driver == "FlatGeobuf":
+            write_arrow(reader, out, driver="FlatGeobuf", geometry_name=geometry, geometry_type="Polygon",
+                        crs=crs.to_wkt())
+            return
+        import json
+
+        import pyarrow.parquet as pq
+
+        geo = {"version": "1.0.0", "primary_column": "geometry",
+               "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs.to_json_dict()}}}
+        schema = reader.schema
+        names = ["geometry" if n == geometry else n for n in schema.names]
+        fields = [schema.field(i).with_name(n).remove_metadata() for i, n in enumerate(names)]
+        import pyarrow as pa
+
+        schema = pa.schema(fields, metadata={b"geo": json.dumps(geo).encode()})
+        with pq.ParquetWriter(out, schema) as writer:
+            for batch in reader:
+                writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+
+
+def _empty(crs: CRS) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({c: pd.Series(dtype="float64" if c in ("score", "area_m2") else "object")
+                             for c in COLUMNS}, geometry=gpd.GeoSeries([], crs=crs))

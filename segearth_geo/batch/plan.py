@@ -13,7 +13,9 @@ stitching them gives the same polygons as one ``segment`` run.
 
 With an AOI only chips whose *core* intersects the AOI (reprojected to the scene's
 CRS) are planned: every AOI pixel lies in exactly one core, so the polygons clipped to
-the AOI are the same as those of the whole scene clipped to it.
+the AOI are the same as those of the whole scene clipped to it. The AOI is first cut to the
+scene's footprint *in the AOI's own CRS* and only that piece is reprojected
+(:func:`aoi_in_scene`), so a world-sized AOI in EPSG:4326 works on a UTM scene.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
-from segearth_geo.batch.config import LARGE_JOB_CHIPS, EngineParams, JobSpec
+from segearth_geo.batch.config import LARGE_JOB_CHIPS, JobSpec
 from segearth_geo.chips import MAX_CHIPS, Chip, axis_spans, chip_count
 from segearth_geo.errors import SegEarthGeoError, UsageError
+from segearth_geo.params import field_name
 from segearth_geo.raster import open_scene
 
 
@@ -154,29 +157,29 @@ def plan_job(
     Raises :class:`UsageError` when a scene has more than :data:`~segearth_geo.chips.MAX_CHIPS` chips
     or the job more than :data:`LARGE_JOB_CHIPS`, and ``allow_large`` is false (nothing is planned then).
     """
-    engine = spec.engine
+    params = spec.params
     opened: list[_Opened | str] = []
     for i, source in enumerate(spec.sources):
         try:
-            with open_scene(source, bands=engine.bands, gsd=engine.gsd) as reader:
+            with open_scene(source, bands=params.bands, gsd=params.gsd) as reader:
                 s = reader.scene
             opened.append(_Opened(source, s.crs, s.transform, s.width, s.height))
         except (SegEarthGeoError, OSError, ValueError) as exc:
             opened.append(_one_line(exc))
         if on_scene is not None:
             on_scene(i + 1, len(spec.sources))
-    counts = {o.source: chip_count(o.width, o.height, engine.chip_size, engine.overlap)
+    counts = {o.source: chip_count(o.width, o.height, spec.chip_size, params.overlap)
               for o in opened if isinstance(o, _Opened)}
     if counts and not allow_large:
         worst = max(counts, key=counts.__getitem__)
         if counts[worst] > MAX_CHIPS:
             raise UsageError(
-                f"{worst} would be cut into {counts[worst]:,} chips of {engine.chip_size} px (more than "
-                f"{MAX_CHIPS:,} in one scene); check --gsd, or confirm with --allow-large")
+                f"{worst} would be cut into {counts[worst]:,} chips of {spec.chip_size} px (more than "
+                f"{MAX_CHIPS:,} in one scene); check {field_name('gsd')}, or confirm with {field_name('allow_large')}")
         if sum(counts.values()) > LARGE_JOB_CHIPS:
             raise UsageError(
-                f"the job has {sum(counts.values()):,} chips of {engine.chip_size} px over {len(counts)} scene(s) "
-                f"(more than {LARGE_JOB_CHIPS:,}); check --gsd, or confirm with --allow-large")
+                f"the job has {sum(counts.values()):,} chips of {spec.chip_size} px over {len(counts)} scene(s) "
+                f"(more than {LARGE_JOB_CHIPS:,}); check {field_name('gsd')}, or confirm with {field_name('allow_large')}")
     names = _unique_names(spec.sources)
     return [
         _plan_scene(spec, source, names[source], o, aoi)
@@ -202,10 +205,9 @@ def _plan_scene(spec: JobSpec, source: str, name: str, opened: _Opened | str, ao
     scene_id = _digest({"source": source, "job": spec.fingerprint()}, 16)
     if isinstance(opened, str):
         return ScenePlan(id=scene_id, source=source, name=name, error=opened)
-    engine = spec.engine
     transform = tuple(float(v) for v in list(opened.transform)[:6])
     crs_wkt = None if opened.crs is None else (opened.crs.to_string() if opened.crs.to_epsg() else opened.crs.to_wkt())
-    total = chip_count(opened.width, opened.height, engine.chip_size, engine.overlap)
+    total = chip_count(opened.width, opened.height, spec.chip_size, spec.params.overlap)
     base = dict(id=scene_id, source=source, name=name, crs_wkt=crs_wkt, transform=transform,
                 width=opened.width, height=opened.height, chips_total=total)
     aoi_wkb = None
@@ -214,12 +216,14 @@ def _plan_scene(spec: JobSpec, source: str, name: str, opened: _Opened | str, ao
     else:
         if opened.crs is None:
             return ScenePlan(**base, error="the raster has no CRS, so the AOI cannot be placed on it")
-        area = shapely.make_valid(aoi.to_crs(opened.crs).geometry.union_all())
-        area = shapely.intersection(area, shapely.box(*_bounds(opened)))
+        try:
+            area = aoi_in_scene(aoi, opened.crs, _bounds(opened))
+        except UsageError as exc:
+            return ScenePlan(**base, error=str(exc))
         if area.is_empty or area.area == 0:
             return ScenePlan(**base, skipped="outside the AOI")
         aoi_wkb = shapely.to_wkb(area)
-        selected = _chips_in(area, opened, engine)
+        selected = _chips_in(area, opened, spec.chip_size, spec.params.overlap)
         if not len(selected):
             return ScenePlan(**base, skipped="outside the AOI")
     identity = {
@@ -227,7 +231,8 @@ def _plan_scene(spec: JobSpec, source: str, name: str, opened: _Opened | str, ao
         "prompts": list(spec.prompts), "model": spec.model, "engine": spec.to_dict()["engine"],
         "aoi": spec.aoi_sha256,
     }
-    step = engine.chips_per_unit
+    # strategy zoom/auto (issue 22): a scene is one unit, since its levels depend on the whole scene
+    step = spec.chips_per_unit if spec.params.strategy == "grid" else max(1, len(selected))
     units = tuple(
         UnitSpec(
             id=_digest({**identity, "chips": [int(c) for c in selected[k:k + step]]}, 20),
@@ -239,6 +244,39 @@ def _plan_scene(spec: JobSpec, source: str, name: str, opened: _Opened | str, ao
     return ScenePlan(**base, units=units, aoi_wkb=aoi_wkb)
 
 
+def aoi_in_scene(aoi: Any, scene_crs: Any, bounds: tuple[float, float, float, float]) -> shapely.Geometry:
+    """The part of the AOI (a GeoDataFrame, any CRS) over a scene, in the scene's CRS.
+
+    The scene's footprint (densified, so its edges follow the projection) goes to the AOI's CRS, the AOI is
+    cut to it there, and only that piece comes back to the scene's CRS: reprojecting a whole
+    world-sized AOI to a UTM zone would fold it over itself and lose the scene. Raises :class:`UsageError`
+    when the two CRSs cannot be related over this scene.
+    """
+    from pyproj import Transformer
+
+    minx, miny, maxx, maxy = bounds
+    footprint = shapely.segmentize(shapely.box(minx, miny, maxx, maxy), max(maxx - minx, maxy - miny) / 64)
+    to_aoi = Transformer.from_crs(scene_crs, aoi.crs, always_xy=True)
+    to_scene = Transformer.from_crs(aoi.crs, scene_crs, always_xy=True)
+    outline = _transform(footprint, to_aoi)
+    if outline is None or not outline.is_valid:
+        raise UsageError("the scene's footprint cannot be expressed in the AOI's CRS; give the AOI in the scene's CRS")
+    piece = shapely.intersection(shapely.make_valid(aoi.geometry.union_all()), outline)
+    if piece.is_empty:
+        return piece
+    back = _transform(piece, to_scene)  # the AOI's own vertices go as they are (as GeoPandas' to_crs would)
+    if back is None:
+        raise UsageError("the AOI cannot be reprojected onto the scene's CRS; give the AOI in the scene's CRS")
+    return shapely.intersection(shapely.make_valid(back), shapely.box(minx, miny, maxx, maxy))
+
+
+def _transform(geometry: shapely.Geometry, transformer: Any) -> shapely.Geometry | None:
+    """``geometry`` through a pyproj transformer; ``None`` when a vertex has no finite image."""
+    moved = shapely.transform(geometry, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    coords = shapely.get_coordinates(moved)
+    return moved if np.isfinite(coords).all() else None
+
+
 def _bounds(o: _Opened) -> tuple[float, float, float, float]:
     t = o.transform
     corners = [(t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f) for c in (0, o.width) for r in (0, o.height)]
@@ -246,13 +284,13 @@ def _bounds(o: _Opened) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _chips_in(area: shapely.Geometry, o: _Opened, engine: EngineParams) -> np.ndarray:
+def _chips_in(area: shapely.Geometry, o: _Opened, chip_size: int, overlap: int) -> np.ndarray:
     """Row-major indices of the chips whose core overlaps ``area`` (map coordinates) with a positive area."""
     i = ~o.transform
     pixel_area = shapely.transform(
         area, lambda xy: np.column_stack([i.a * xy[:, 0] + i.b * xy[:, 1] + i.c, i.d * xy[:, 0] + i.e * xy[:, 1] + i.f]))
-    cols = axis_spans(o.width, engine.chip_size, engine.overlap)
-    rows = axis_spans(o.height, engine.chip_size, engine.overlap)
+    cols = axis_spans(o.width, chip_size, overlap)
+    rows = axis_spans(o.height, chip_size, overlap)
     cores = shapely.box(
         np.tile([c[2] for c in cols], len(rows)), np.repeat([r[2] for r in rows], len(cols)),
         np.tile([c[3] for c in cols], len(rows)), np.repeat([r[3] for r in rows], len(cols)),

@@ -1,9 +1,11 @@
-"""What a batch job returns (:class:`BatchReport`) and the progress events it emits."""
+"""What a batch job returns (:class:`BatchReport`); its progress events are :class:`segearth_geo.progress.Progress`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from segearth_geo.params import field_name
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class BatchReport:
             for s in self.scenes:
                 what = s.error or f"{s.chips} chips in {s.units} units"
                 lines.append(f"  {s.status:8s} {s.source}: {what}")
+            lines += [f"  {f.source}: {f.error}" for f in self.failures if f.unit == "calibration"]
             if self.estimate is not None:
                 e = self.estimate
                 lines.append(f"Estimate: {e.seconds_per_chip:.3g} s per chip (all prompts, from {e.calibration_chips} "
@@ -133,7 +136,7 @@ class BatchReport:
             if s.status == "skipped":
                 lines.append(f"  skipped {s.source}: {s.error}")
         if self.failures:
-            lines.append(f"Failed ({len(self.failures)}; rerun with --retry-failed):")
+            lines.append(f"Failed ({len(self.failures)}; rerun with {field_name('retry_failed')}):")
             lines += [f"  {f.source} [{f.unit}]: {f.error}" for f in self.failures]
         if self.merged:
             layers = f" (layers {', '.join(self.merge_layers)})" if len(self.merge_layers) > 1 else ""
@@ -148,21 +151,3 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress event of a running job (given to a ``progress`` callable).
-
-    ``kind`` is ``"chips"`` (chips processed), ``"unit"`` (a unit finished or failed) or
-    ``"scene"`` (a scene's outputs written, or its failure); ``message`` is a one-line
-    description for ``unit``/``scene`` events.
-    """
-
-    kind: str
-    units_done: int
-    units_total: int
-    chips_done: int
-    chips_total: int
-    message: str = ""
-    source: str = ""

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segearth_geo.output import temporary_path
 from segearth_geo.vectorize import Piece
 
 FINAL, BORDER, CHIP = 0, 1, 2
@@ -76,7 +77,7 @@ def write_shard(path: Path, results: list[PromptPieces]) -> Path:
             row(k, CHIP, labels, chip=int(chip), answer=answer)
     table = pa.table(columns, schema=SCHEMA)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path, ".parquet")  # named by host and pid: a later run removes it if we are killed
     try:
         with open(tmp, "wb") as handle:
             pq.write_table(table, handle, compression="zstd")

@@ -88,7 +88,8 @@ def job_status(out_dir: str | os.PathLike) -> JobStatus:
     """Read the state of the job in ``out_dir`` (:class:`UsageError` when there is none)."""
     folder = Path(out_dir).expanduser().absolute()
     if not folder.is_dir():
-        raise UsageError(f"{folder} is not a batch job folder (it does not exist)")
+        what = "it is a file" if folder.exists() else "it does not exist"
+        raise UsageError(f"{folder} is not a batch job folder ({what})")
     job = read_job(folder) or {}
     ledger = Ledger(folder / LEDGER_FILE, readonly=True)
     try:

@@ -4,14 +4,11 @@
 once) and the scene it read last (kept open, so consecutive units of one scene do not
 reopen it or recompute its stretch). Per unit it runs the same three-stage pipeline as
 :func:`~segearth_geo.engine.segment_raster` — a reader thread reading chips ahead, this
-thread calling the segmenter, a pool of vectoriser threads — with two differences:
-
-* all prompts of a chip batch run back to back on the same RGB arrays (a segmenter that
-  caches per-image work can reuse it; the chips are read once for every prompt);
-* the vectoriser pool is sized from the cores available to the worker, not fixed.
+thread calling the segmenter, a pool of vectoriser threads sized from the cores given to the
+runner (:func:`~segearth_geo.pipeline.vectoriser_count`).
 
 Each prompt's pieces are collected by a :class:`~segearth_geo.stitch.Stitcher` through the
-engine's own pipeline (:func:`~segearth_geo.engine.run_chips`); its pieces are read out
+shared pipeline (:func:`~segearth_geo.pipeline.run_chips`); its pieces are read out
 (:meth:`~segearth_geo.stitch.Stitcher.pieces`) instead of finished and written as the unit's shard.
 A unit's failure is returned as a one-line reason in :class:`UnitResult`, never raised, so one bad
 scene does not stop a job.
@@ -28,23 +25,13 @@ from typing import Any, Callable
 
 import rasterio
 
-from segearth_geo import engine
-from segearth_geo.batch.config import EngineParams
+from segearth_geo.batch.config import JobSpec
 from segearth_geo.batch.plan import UnitSpec, chips_at
 from segearth_geo.batch.shard import PromptPieces, write_shard
 from segearth_geo.errors import Cancelled, SegEarthGeoError
+from segearth_geo.pipeline import gdal_options, run_chips, vectoriser_count
 from segearth_geo.raster import SceneReader, open_scene
 from segearth_geo.stitch import Stitcher
-
-MAX_VECTORISERS = 8
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (affinity-aware where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -56,7 +43,7 @@ class UnitResult:
         chips: chips processed (sent to the segmenter); ``skipped``: fully invalid chips.
         seconds: wall time of the unit.
         error: one-line reason when the unit failed, else ``None`` (then ``shard`` exists).
-        worker: who ran it (host:pid).
+        worker: the runner that ran it (``host:pid``, see :func:`runner_id`).
     """
 
     id: str
@@ -77,23 +64,20 @@ class UnitRunner:
 
     Args:
         segmenter: the loaded segmenter (``chip_size``, ``segment(chips, prompt)``).
-        prompts: the job's prompts.
-        params: engine parameters of the job.
+        spec: the job (prompts, run parameters, chip size).
         shard_dir: folder of the shards (``OUT_DIR/shards``, shared by every worker).
-        gdal_options: GDAL configuration options (and credentials) for the reads.
+        gdal: GDAL configuration options (and credentials) for the reads.
         cores: cores for the vectoriser pool (default: all available).
     """
 
-    def __init__(self, segmenter: Any, prompts: tuple[str, ...], params: EngineParams, shard_dir: Path,
-                 gdal_options: dict[str, str] | None = None, cores: int | None = None) -> None:
-        self.segmenter, self.prompts, self.params = segmenter, tuple(prompts), params
+    def __init__(self, segmenter: Any, spec: JobSpec, shard_dir: Path, gdal: dict[str, str] | None = None,
+                 cores: int | None = None) -> None:
+        self.segmenter, self.spec, self.params = segmenter, spec, spec.params
+        self.prompts = tuple(spec.prompts)
         self.shard_dir = Path(shard_dir)
-        options = dict(gdal_options or {})
-        if "GDAL_CACHEMAX" not in os.environ and "GDAL_CACHEMAX" not in options:
-            options["GDAL_CACHEMAX"] = engine.GDAL_CACHE_MB
-        self.gdal_options = options
-        self.vectorisers = max(1, min(MAX_VECTORISERS, cores or available_cores()))
-        self.worker = f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
+        self.gdal_options = gdal_options(gdal)
+        self.vectorisers = vectoriser_count(cores)
+        self.worker = runner_id()
         self._open: tuple[str, SceneReader, ExitStack] | None = None
 
     def close(self) -> None:
@@ -122,30 +106,46 @@ class UnitRunner:
         try:
             reader = self._reader(unit.source)
             scene = reader.scene
-            chips = chips_at(scene.width, scene.height, self.params.chip_size, self.params.overlap, unit.chips)
+            chips = chips_at(scene.width, scene.height, self.spec.chip_size, self.params.overlap, unit.chips)
             stitchers = [Stitcher(scene.width, scene.height, self.params.threshold, default_label=p)
                          for p in self.prompts]
-            records = self._pipeline(reader, chips, stitchers, progress or (lambda n: None))
+            zoomed = None
+            if self.params.strategy != "grid":  # issue 22: the unit is a whole scene, run through the zoom runner
+                from segearth_geo.zoom.batch import run_unit, sidecar_path, write_sidecar
+
+                found, zoomed = run_unit(reader, self.segmenter, list(self.prompts), self.params, stitchers,
+                                         unit.chips, progress or (lambda n: None))
+                records = [[(c.index, answer, ", ".join(labels)) for c, answer, labels in recs] for recs in found]
+            else:
+                records = self._pipeline(reader, chips, stitchers, progress or (lambda n: None))
             results = []
             for stitcher, recs in zip(stitchers, records):
                 final, border = stitcher.pieces()
                 results.append(PromptPieces(final, border, recs))
             path = write_shard(shard_path(self.shard_dir, unit), results)
+            if zoomed is not None:
+                write_sidecar(sidecar_path(path), zoomed)
         except Cancelled:  # the caller stopped the job: not the unit's failure; it is redone on resume
             raise
         except Exception as exc:  # noqa: BLE001 - a unit's failure is data for the ledger
             self.close()  # a broken dataset must not be reused
             return UnitResult(unit.id, seconds=time.perf_counter() - started, error=_reason(exc), worker=self.worker)
         processed = len(records[0]) if records else 0
-        return UnitResult(unit.id, chips=processed, skipped=len(chips) - processed,
+        skipped = len(chips) - processed if zoomed is None else zoomed["skipped"]  # zoom: nodata chips it met
+        return UnitResult(unit.id, chips=processed, skipped=skipped,
                           seconds=time.perf_counter() - started, shard=str(path), worker=self.worker)
 
     def _pipeline(self, reader: SceneReader, chips: list, stitchers: list[Stitcher],
                   progress: Callable[[int], None]) -> list[list[tuple[int, str, str]]]:
         """Read, segment (every prompt, back to back) and vectorise ``chips``; per prompt ``(chip, answer, labels)``."""
-        records = engine.run_chips(reader, chips, self.segmenter, list(self.prompts), self.params.batch_size,
-                                   stitchers, progress, vectorisers=self.vectorisers)
+        records = run_chips(reader, chips, self.segmenter, list(self.prompts), self.params.batch_size, stitchers,
+                            progress, vectorisers=self.vectorisers)
         return [[(c.index, answer, ", ".join(labels)) for c, answer, labels in recs] for recs in records]
+
+
+def runner_id() -> str:
+    """Who runs units in this process, for the ledger: ``host:pid``."""
+    return f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
 
 
 def _reason(exc: BaseException) -> str:

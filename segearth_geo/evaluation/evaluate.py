@@ -8,7 +8,8 @@ Two modes:
   produce the masks (the official ``eval_seg`` path, spec §11). Needs a segmenter with
   ``predict(images, prompts, answers)`` (:class:`~segearth_geo.model.segearth_r2.segmenter.SegEarthR2Segmenter`).
 
-Segmenters with ``predict(images, prompts, answers=None)`` are called on batches of
+Segmenters that declare the ``"predict"`` capability (``predict(images, prompts, answers=None)``, see
+:func:`~segearth_geo.prediction.describe_segmenter`) are called on batches of
 ``batch_size`` samples; any other :class:`~segearth_geo.prediction.Segmenter` is called
 per sample as ``segment([image], instruction)``. Images are passed whole, at their own
 resolution, unless a side exceeds the segmenter's ``chip_size`` (the most the
@@ -37,7 +38,7 @@ from PIL import Image
 from segearth_geo.data.sample import Sample
 from segearth_geo.errors import DatasetError, ModelError, OutputError, UsageError
 from segearth_geo.evaluation.metrics import IoUSummary, TargetScore, pair_targets, summarize, summarize_per_dimension
-from segearth_geo.prediction import ChipPrediction, Segmenter, Target
+from segearth_geo.prediction import ChipPrediction, Segmenter, Target, describe_segmenter
 
 MODES = ("generate", "teacher-forced")
 THRESHOLD = 0.5
@@ -153,12 +154,11 @@ def _restore(prediction: ChipPrediction, fed_shape: tuple[int, int], shape: tupl
 
 
 def _predict(segmenter: Segmenter, batch: Sequence[Sample], mode: str) -> list[ChipPrediction]:
-    chip_size = int(getattr(segmenter, "chip_size", 0)) or max(max(s.image.shape[:2]) for s in batch)
-    images = [fit_to_chip(s.image, chip_size) for s in batch]
-    predict = getattr(segmenter, "predict", None)
-    if callable(predict):
+    info = describe_segmenter(segmenter)
+    images = [fit_to_chip(s.image, info.chip_size) for s in batch]
+    if info.has("predict"):
         answers = [s.answer for s in batch] if mode == "teacher-forced" else None
-        predictions = list(predict(images, [s.instruction for s in batch], answers=answers))
+        predictions = list(segmenter.predict(images, [s.instruction for s in batch], answers=answers))
     else:
         predictions = [segmenter.segment([image], s.instruction)[0] for image, s in zip(images, batch)]
     if len(predictions) != len(batch):
@@ -212,7 +212,7 @@ def evaluate(
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be at least 1, got {limit}")
-    if mode == "teacher-forced" and not callable(getattr(segmenter, "predict", None)):
+    if mode == "teacher-forced" and not describe_segmenter(segmenter).has("predict"):
         raise UsageError(
             "teacher-forced evaluation needs a segmenter with predict(images, prompts, answers) "
             f"(e.g. a SegEarth-R2 checkpoint); {type(segmenter).__name__} only has segment(); use --mode generate"

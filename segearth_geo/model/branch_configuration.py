@@ -4,16 +4,12 @@
 * ``MaskConfig`` – the mask branch: canvas, Swin backbone, MSDeformAttn pixel decoder and masked-attention decoder.
 
 Each backend's own configuration (``segearth_r1/configuration.py``, ``segearth_r2/configuration.py``) holds these
-as sub-configs next to what only it needs.
+as sub-configs next to what only it needs; each sub-config checks itself (``problems()``) for the backends.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
-
-from segearth_geo.errors import UsageError
 
 
 @dataclass
@@ -33,6 +29,31 @@ class TextConfig:
     attention_dropout: float = 0.0
     max_position_embeddings: int = 2048
     attn_implementation: str = "sdpa"  # "sdpa" or "eager" (eager is needed for output_attentions)
+
+    def official_fields(self) -> dict[str, object]:
+        """The Phi sizes as the official ``config.json`` files of both backends name them."""
+        return {
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "partial_rotary_factor": self.partial_rotary_factor,
+            "rope_theta": self.rope_theta,
+            "hidden_act": self.hidden_act,
+            "layer_norm_eps": self.layer_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "resid_pdrop": self.resid_pdrop,
+            "embd_pdrop": self.embd_pdrop,
+            "attention_dropout": self.attention_dropout,
+            "qk_layernorm": False,
+            "tie_word_embeddings": False,
+        }
+
+    def problems(self) -> list[str]:
+        """What keeps the language model from being built (messages name the ``text.`` fields)."""
+        if self.hidden_size % self.num_attention_heads:
+            return ["text.hidden_size must be a multiple of text.num_attention_heads"]
+        return []
 
     def to_phi_config(self, vocab_size: int, eos_token_id: int):
         """The transformers ``PhiConfig``; ``pad_token_id`` stays None so no embedding row is frozen."""
@@ -110,11 +131,29 @@ class MaskConfig:
         """Side of ``mask_features`` and of every mask prediction (S/4)."""
         return self.image_size // 4
 
+    def problems(self) -> list[str]:
+        """What keeps the mask branch from being built (messages name the ``mask.`` fields)."""
+        problems = []
+        if len(self.swin_depths) != 4 or len(self.swin_num_heads) != 4:
+            problems.append("mask.swin_depths and mask.swin_num_heads need 4 stages")
+        elif any(d % h for d, h in zip(self.swin_dims, self.swin_num_heads)):
+            problems.append("each Swin stage width must be a multiple of its head count")
+        if self.image_size % 32:
+            problems.append(f"mask.image_size ({self.image_size}) must be a multiple of 32")
+        d = self.hidden_dim
+        if d % self.norm_groups or d % self.encoder_heads or d % self.decoder_heads:
+            problems.append("mask.hidden_dim must be a multiple of norm_groups, encoder_heads and decoder_heads")
+        if d % 4:
+            problems.append("mask.hidden_dim must be a multiple of 4 (sine position encoding: sin/cos per axis)")
+        return problems
 
-def _sub_from_dict(cls, data: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise UsageError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)
+
+
+# The ``tiny`` presets of both backends (same code paths, a few hundred thousand parameters): the Phi sizes and
+# the mask branch (Swin window 3 pads at every stage). Each preset sets its own canvas side (``image_size``).
+TINY_TEXT: dict[str, object] = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                "num_attention_heads": 4, "max_position_embeddings": 512}
+TINY_MASK: dict[str, object] = {"swin_embed_dim": 16, "swin_depths": (2, 2, 2, 2), "swin_num_heads": (1, 2, 2, 4),
+                                "swin_window_size": 3, "swin_drop_path_rate": 0.1, "hidden_dim": 32, "norm_groups": 8,
+                                "encoder_layers": 1, "encoder_ffn_dim": 64, "encoder_heads": 2, "encoder_points": 2,
+                                "decoder_layers": 3, "decoder_heads": 2, "decoder_ffn_dim": 64, "num_queries": 4}

@@ -28,6 +28,11 @@ from typing import Iterable
 from segearth_geo.errors import CheckpointError
 
 SEG_TOKEN = "[SEG]"
+# The system prompt of the official llama-2-style templates (SegEarth-R1's, SegEarth-R2's "llama2" variants).
+LLAMA2_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
+    "user provides, and assist the user with a variety of tasks using natural language."
+)
 EOS_TOKEN = "<|endoftext|>"
 PHI2_EOS_ID = 50256
 PHI2_SEG_ID = 50295

@@ -89,6 +89,7 @@ def write_scene(
     compress: str = "jpeg",
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    sparse: bool = False,
 ) -> SceneSummary:
     """Write ``<out_dir>/<name>.tif`` (``width × height`` px at ``gsd`` m) and ``<name>_truth.gpkg``.
 
@@ -104,26 +105,13 @@ def write_scene(
         compress: ``jpeg`` (YCbCr, quality 90) or ``deflate`` (lossless, predictor 2).
         overwrite: replace existing outputs instead of raising :class:`OutputError`.
         progress: called with 1 after each rendered block.
+        sparse: the rare-target variant of the ``harbour`` or ``rural`` theme (a few ships / tennis courts far
+            apart: the zoom strategy's benchmark; see :mod:`segearth_geo.synthetic.layout`).
     """
     import geopandas as gpd
-    import rasterio
     from affine import Affine
-    from rasterio.enums import Resampling
-    from rasterio.windows import Window
 
-    for label, value in (("--width", width), ("--height", height)):
-        if not isinstance(value, int) or not 256 <= value <= MAX_SIDE:
-            raise UsageError(f"{label} must be an integer between 256 and {MAX_SIDE} pixels, got {value!r}")
-    if not (isinstance(gsd, (int, float)) and 0.05 <= gsd <= 5.0):
-        raise UsageError(f"--gsd must be between 0.05 and 5 metres per pixel, got {gsd!r}")
-    if theme not in THEMES:
-        raise UsageError(f"unknown scene theme {theme!r}; choose one of {', '.join(THEMES)}")
-    if compress not in COMPRESSIONS:
-        raise UsageError(f"compress must be one of {', '.join(COMPRESSIONS)}, got {compress!r}")
-    if not isinstance(block, int) or block < 256 or block % 256:
-        raise UsageError(f"block must be a multiple of 256 pixels, got {block!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    _check_scene_args(width, height, gsd, theme, compress, block, seed)
     name = name or f"synthearth_{theme}"
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise UsageError(f"scene name must be a plain file stem, got {name!r}")
@@ -141,9 +129,54 @@ def write_scene(
     width_m, height_m = width * gsd, height * gsd
     x0, y0 = scene_origin(crs, width_m, height_m)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
-    layout = compose_layout(theme, width_m, height_m, rng, angle=float(rng.uniform(-0.3, 0.3)))
+    layout = compose_layout(theme, width_m, height_m, rng, angle=float(rng.uniform(-0.3, 0.3)), sparse=sparse)
     renderer = SceneRenderer(layout, gsd, int(rng.integers(2**31)))
     transform = Affine(gsd, 0.0, x0, 0.0, -gsd, y0)
+    tag = f"theme={theme} seed={seed} gsd={gsd}" + (" sparse" if sparse else "")
+    _write_image(path, renderer, width, height, crs, transform, compress, block, tag, progress)
+
+    objects, parts = _truth_frames(layout, x0, y0, crs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".gpkg", dir=out_dir)
+    os.close(fd)
+    os.unlink(tmp)  # let the GPKG driver create the file
+    try:
+        gpd.GeoDataFrame(objects, geometry="geometry", crs=crs).to_file(tmp, layer="objects", driver="GPKG")
+        gpd.GeoDataFrame(parts, geometry="geometry", crs=crs).to_file(tmp, layer="parts", driver="GPKG")
+        os.replace(tmp, truth_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    bounds = (x0, y0 - height_m, x0 + width_m, y0)
+    return SceneSummary(path, truth_path, width, height, float(gsd), str(crs), bounds,
+                        len(objects["label"]), len(parts["label"]), time.perf_counter() - started)
+
+
+def _check_scene_args(width: int, height: int, gsd: float, theme: str, compress: str, block: int, seed: int) -> None:
+    for label, value in (("--width", width), ("--height", height)):
+        if not isinstance(value, int) or not 256 <= value <= MAX_SIDE:
+            raise UsageError(f"{label} must be an integer between 256 and {MAX_SIDE} pixels, got {value!r}")
+    if not (isinstance(gsd, (int, float)) and 0.05 <= gsd <= 5.0):
+        raise UsageError(f"--gsd must be between 0.05 and 5 metres per pixel, got {gsd!r}")
+    if theme not in THEMES:
+        raise UsageError(f"unknown scene theme {theme!r}; choose one of {', '.join(THEMES)}")
+    if compress not in COMPRESSIONS:
+        raise UsageError(f"compress must be one of {', '.join(COMPRESSIONS)}, got {compress!r}")
+    if not isinstance(block, int) or block < 256 or block % 256:
+        raise UsageError(f"block must be a multiple of 256 pixels, got {block!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+
+
+def _write_image(path: Path, renderer: SceneRenderer, width: int, height: int, crs: str, transform, compress: str,
+                 block: int, tag: str, progress: Callable[[int], None] | None) -> None:
+    """Render the scene block by block into a tiled GeoTIFF with overviews, written to a temporary name beside
+    ``path`` and renamed."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    name = path.stem
+    out_dir = path.parent
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8", "crs": crs,
         "transform": transform, "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "pixel",
@@ -170,27 +203,12 @@ def write_scene(
             if factors:
                 dst.build_overviews(factors, Resampling.average)
                 dst.update_tags(ns="rio_overview", resampling="average")
-            dst.update_tags(SYNTHEARTH=f"theme={theme} seed={seed} gsd={gsd}")
+            dst.update_tags(SYNTHEARTH=tag)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-    objects, parts = _truth_frames(layout, x0, y0, crs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".gpkg", dir=out_dir)
-    os.close(fd)
-    os.unlink(tmp)  # let the GPKG driver create the file
-    try:
-        gpd.GeoDataFrame(objects, geometry="geometry", crs=crs).to_file(tmp, layer="objects", driver="GPKG")
-        gpd.GeoDataFrame(parts, geometry="geometry", crs=crs).to_file(tmp, layer="parts", driver="GPKG")
-        os.replace(tmp, truth_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    bounds = (x0, y0 - height_m, x0 + width_m, y0)
-    return SceneSummary(path, truth_path, width, height, float(gsd), str(crs), bounds,
-                        len(objects["label"]), len(parts["label"]), time.perf_counter() - started)
 
 
 def _multipolygon(geom):

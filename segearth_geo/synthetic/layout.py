@@ -6,6 +6,10 @@ parking lots), ``airport`` (runway, taxiway, apron with airplanes, terminals),
 ``harbour`` (coast, piers, ships, warehouses) or ``rural`` (fields, lakes or rivers,
 scattered houses). Dataset samples and large scenes use the same composer, so they share
 one visual style at one GSD. Only the generator passed in is used: same seed, same layout.
+
+``sparse=True`` (harbour and rural) makes the rare targets of the zoom benchmark: a harbour whose sea
+covers most of the scene with a few ships far apart and no piers (:data:`SPARSE_SHIPS_PER_KM2`), and a
+rural area with a few tennis courts (:data:`SPARSE_COURTS_PER_KM2`) among fields and scattered houses.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from segearth_geo.errors import UsageError
 from segearth_geo.synthetic import objects as ob
 
 THEMES = ("city", "airport", "harbour", "rural")
+SPARSE_THEMES = ("harbour", "rural")
+SPARSE_SHIPS_PER_KM2 = 1.0  # ships of a sparse harbour scene (at least 3)
+SPARSE_COURTS_PER_KM2 = 0.75  # tennis courts of a sparse rural scene (at least 3)
 GROUND = {"city": "urban_ground", "airport": "dry_grass", "harbour": "urban_ground", "rural": "grass"}
 
 
@@ -67,14 +74,18 @@ class Frame:
         return LineString([self.world(u, v) for u, v in pts])
 
 
-def compose_layout(theme: str, width_m: float, height_m: float, rng: np.random.Generator, angle: float | None = None) -> Layout:
+def compose_layout(theme: str, width_m: float, height_m: float, rng: np.random.Generator, angle: float | None = None,
+                   sparse: bool = False) -> Layout:
     """Place the objects of one ``theme`` scene of ``width_m × height_m`` metres.
 
     ``angle`` (radians) rotates the theme's main axis (road grid, runway, coast);
-    ``None`` draws it from ``rng``. Raises :class:`UsageError` for an unknown theme.
+    ``None`` draws it from ``rng``. ``sparse``: the rare-target variant of a :data:`SPARSE_THEMES` theme (module
+    docstring). Raises :class:`UsageError` for an unknown theme or a theme without a sparse variant.
     """
     if theme not in THEMES:
         raise UsageError(f"unknown SynthEarth theme {theme!r}; choose one of {', '.join(THEMES)}")
+    if sparse and theme not in SPARSE_THEMES:
+        raise UsageError(f"the {theme} theme has no sparse variant; choose one of {', '.join(SPARSE_THEMES)}")
     b = ob.LayoutBuilder(width_m, height_m, rng)
     if angle is None:
         angle = float(rng.uniform(0, math.pi))
@@ -83,7 +94,10 @@ def compose_layout(theme: str, width_m: float, height_m: float, rng: np.random.G
     sun = (math.cos(sun_dir) * sun_len, math.sin(sun_dir) * sun_len)
     frame = Frame(width_m / 2, height_m / 2, angle)
     half = math.hypot(width_m, height_m) / 2 + 20
-    {"city": _city, "airport": _airport, "harbour": _harbour, "rural": _rural}[theme](b, frame, half, sun)
+    if sparse:
+        {"harbour": _sparse_harbour, "rural": _sparse_rural}[theme](b, frame, half, sun)
+    else:
+        {"city": _city, "airport": _airport, "harbour": _harbour, "rural": _rural}[theme](b, frame, half, sun)
     ground_name = GROUND[theme]
     ground = (ob.MATERIALS[ground_name][0], ob.MATERIALS[ground_name][1])
     tint = tuple(float(v) for v in rng.uniform(0.92, 1.08) * rng.uniform(0.96, 1.04, size=3))
@@ -376,3 +390,72 @@ def _rural(b: ob.LayoutBuilder, f: Frame, half: float, sun) -> None:
     ob.add_road(b, f.line([(rv, -half), (rv, half)]), 8.0)
     _road_cars(b, f, -half, half, rv, 8.0, False, 0.05)
     _rural_fill(b, f, -half, half, -half, half, sun)
+
+
+# ----------------------------------------------------------------------------- sparse variants
+
+
+def _sparse_count(b: ob.LayoutBuilder, per_km2: float) -> int:
+    return max(3, round(b.width_m * b.height_m / 1e6 * per_km2))
+
+
+def _sparse_harbour(b: ob.LayoutBuilder, f: Frame, half: float, sun) -> None:
+    """Open sea over most of the scene, a strip of coast with a quay, and a few ships far apart."""
+    rng = b.rng
+    extent = max(b.width_m, b.height_m)
+    coast_v = -0.4 * extent  # the coast lies near one edge: water covers most of the scene
+    us = np.linspace(-half, half, 40)
+    coast = [(float(u), coast_v + float(rng.normal(0, 4))) for u in us]
+    water = Polygon([f.world(u, v) for u, v in coast] + [f.world(half, half), f.world(-half, half)]).buffer(0)
+    b.add_object("water", [(water, "water", None)], "water", reserve=False)
+    quay = coast_v - 14.0
+    ob.add_road(b, f.line([(-half, quay), (half, quay)]), 11.0)
+    _road_cars(b, f, -half, half, quay, 11.0, True, 0.05)
+    u = -half + rng.uniform(0, 40)
+    while u < half:
+        length, width = float(rng.uniform(40, 140)), float(rng.uniform(18, 36))
+        if _inside(b, f, u + length / 2, quay - 12 - width / 2, 60):
+            ob.add_building(b, *f.world(u + length / 2, quay - 12 - width / 2), length, width, f.angle)
+        u += length + rng.uniform(12, 30)
+    _rural_fill(b, f, -half, half, -half, quay - 60, sun, density=0.4)
+    wanted, placed = _sparse_count(b, SPARSE_SHIPS_PER_KM2), 0
+    for _ in range(wanted * 20):
+        if placed == wanted:
+            break
+        uu, vv = float(rng.uniform(-half, half)), float(rng.uniform(coast_v + 80, half))
+        if _inside(b, f, uu, vv, -60):  # well inside the scene
+            length = float(rng.uniform(30, 120))
+            if ob.add_ship(b, *f.world(uu, vv), length, float(rng.uniform(0, 2 * math.pi)), bool(rng.random() < 0.6)):
+                placed += 1
+
+
+def _sparse_rural(b: ob.LayoutBuilder, f: Frame, half: float, sun) -> None:
+    """Fields, a river or lake, scattered houses, and a few tennis courts far apart."""
+    rng = b.rng
+    if rng.random() < 0.5:
+        ob.add_lake(b, f.x0 + rng.uniform(-80, 80), f.y0 + rng.uniform(-80, 80), float(rng.uniform(30, 70)))
+    else:
+        ob.add_river(b, f.world(-half, rng.uniform(-60, 60)), f.world(half, rng.uniform(-60, 60)), float(rng.uniform(12, 30)))
+    wanted, placed = _sparse_count(b, SPARSE_COURTS_PER_KM2), 0
+    for _ in range(wanted * 20):
+        if placed == wanted:
+            break
+        cu, cv = float(rng.uniform(-half, half)), float(rng.uniform(-half, half))
+        if _inside(b, f, cu, cv, -40) and ob.add_tennis_court(b, *f.world(cu, cv), f.angle + rng.uniform(-0.3, 0.3)):
+            placed += 1
+    rv = float(rng.uniform(-half / 2, half / 2))
+    ob.add_road(b, f.line([(rv, -half), (rv, half)]), 8.0)
+    _road_cars(b, f, -half, half, rv, 8.0, False, 0.05)
+    for _ in range(int((2 * half) ** 2 / 9000 * 0.6) + 1):  # fields, as _rural_fill, without its courts
+        patch = ob.rect(*f.world(rng.uniform(-half, half), rng.uniform(-half, half)), rng.uniform(40, 140),
+                        rng.uniform(30, 100), f.angle + rng.normal(0, 0.1))
+        b.surface(patch, str(rng.choice(["soil", "field", "dry_grass"])), jitter=0.1)
+    for _ in range(int((2 * half) ** 2 / 40000) + 1):  # hamlets of 1-4 houses
+        cu, cv = rng.uniform(-half, half), rng.uniform(-half, half)
+        if _inside(b, f, cu, cv, 0):
+            for k in range(int(rng.integers(1, 5))):
+                x, y = f.world(cu + k * rng.uniform(18, 30), cv + rng.normal(0, 6))
+                ob.add_building(b, x, y, rng.uniform(9, 16), rng.uniform(7, 11), f.angle + rng.uniform(-0.3, 0.3))
+    for _ in range(int((2 * half) ** 2 / 30000) + 1):
+        cu, cv = rng.uniform(-half, half), rng.uniform(-half, half)
+        _scatter_trees(b, f, cu - 25, cu + 25, cv - 25, cv + 25, int(rng.integers(5, 30)), sun)

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from segearth_geo.errors import UsageError
+from segearth_geo.model.device import pick_device
 from segearth_geo.training.config import TrainConfig
 from segearth_geo.training.forward import LossParts, LossWeights, TrainingModule
 from segearth_geo.training.losses import MaskLossSettings
@@ -51,15 +52,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     evaluations: list[dict[str, float]] = field(default_factory=list)
     interrupted: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' requested but CUDA is not available; use device=cpu")
-    return device
 
 
 def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -137,7 +129,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     )
 
     cfg = config
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ddp = _Distributed(device)
@@ -259,7 +251,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         writer.close()
     result.step = step
     if cfg.merge_at_end and ddp.rank == 0:
-        from segearth_geo.training.merge import export_merged
+        from segearth_geo.training.fold_lora import export_merged
 
         model.to("cpu")
         result.merged = export_merged(model, tokenizer, out / "final")

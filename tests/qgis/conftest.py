@@ -43,6 +43,13 @@ def engine_command() -> str:
     return command
 
 
+def engine_python() -> str:
+    """The interpreter of the ``segearth-geo`` console script (its shebang line): the engine's Python."""
+    first = Path(engine_command()).read_text(encoding="utf-8", errors="replace").splitlines()[0]
+    assert first.startswith("#!"), first
+    return first[2:].strip()
+
+
 @pytest.fixture(scope="session")
 def qgis_app():
     from qgis.testing import start_app
@@ -106,8 +113,11 @@ def project(qgis_app, tmp_path):
 
 @pytest.fixture()
 def plugin(iface, engine_settings, project):
-    """The plugin loaded and started through ``qgis.utils``, unloaded afterwards."""
+    """The plugin loaded and started through ``qgis.utils``, unloaded afterwards; the message bar starts empty (QGIS
+    drops a message equal to one already stacked, so an earlier test's message could hide this test's)."""
     import qgis.utils
+
+    iface.messageBar().clearWidgets()
 
     if str(PLUGIN_DIR) not in qgis.utils.plugin_paths:
         qgis.utils.plugin_paths.append(str(PLUGIN_DIR))

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 COLOUR_MODEL = f"{HERE}:colour"
 SLOW_MODEL = f"{HERE}:slow"
+OFFLINE_MODEL = f"{HERE}:offline"  # fails to load with sam3's long offline error (message tests)
 _DEMO_READY = (REPO / "segearth_geo" / "weights" / "demo" / "config.json").is_file()
 TEST_MODEL = os.environ.get("SEGEARTH_TEST_MODEL") or ("demo" if _DEMO_READY else COLOUR_MODEL)
 # Labels and prompt the colour segmenter answers (used by tests on the synthetic scene).
@@ -84,3 +85,20 @@ def noisy() -> ColourSegmenter:
     os.write(1, b"noise from fd 1\n")
     logging.getLogger("segearth_geo.test").warning("noise from logging")
     return ColourSegmenter()
+
+
+# The engine's own words when sam3 cannot be fetched on an offline machine (about 600 characters).
+OFFLINE_MESSAGE = (
+    "cannot fetch 'facebook/sam3' (config.json, weights, tokenizer files) from the Hugging Face Hub and there is no "
+    "local folder of that name (not in the local cache (LocalEntryNotFoundError); download failed: "
+    "LocalEntryNotFoundError: Got: ConnectError: [Errno -2] Name or service not known); cache: "
+    "/root/.cache/huggingface/hub. To download (a gated model: accept its licence on huggingface.co first): go online, "
+    "set HF_TOKEN or run `hf auth login` (`huggingface-cli login`), then `hf download facebook/sam3`; or pass a local "
+    "checkpoint folder")
+
+
+def offline():
+    """Fails to load as sam3 does on an offline machine (a long, multi-clause error)."""
+    from segearth_geo.errors import ModelError
+
+    raise ModelError(OFFLINE_MESSAGE)

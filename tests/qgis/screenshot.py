@@ -6,7 +6,7 @@ Used by ``test_screenshot_under_xvfb`` (a generated scene and the colour test se
 one JSON line with what it saw. README's picture is the airport sample scene with the demo model:
 
     xvfb-run -a /usr/bin/python3 tests/qgis/screenshot.py docs/images/qgis_segearth_dock.png /tmp/shot \
-        sample_tiles/synthearth_airport.tif "Please segment all of the airplanes." demo
+        sample_tiles/synthearth_airport.tif "all the airplanes" demo
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def main(out: str, workdir: str, raster: str | None = None, prompt: str | None =
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     saved = image.save(out, "PNG")
     report = {"saved": saved, "platform": app.platformName(), "width": image.width(), "height": image.height(),
-              "labels": sorted(task.result.polygons) if task.result else None, "error": task.error}
+              "labels": sorted(task.result.polygons) if task.result else None, "error": task.error,
+              "status": dock.status_label.text(), "notice": dock.notice_label.text(), "gsd": dock.gsd_label.text()}
     print(json.dumps(report))
     qgis.utils.unloadPlugin("segearth_qgis")
     return 0 if saved and task.result else 1

@@ -38,15 +38,17 @@ def geotransform() -> tuple[float, float, float, float, float, float]:
     return (ORIGIN[0], PIXEL, 0.0, ORIGIN[1], 0.0, -PIXEL)
 
 
-def write_geotiff(path, size: int = 512):
-    """Write the scene with GDAL (the QGIS Python's bindings); returns ``path``."""
+def write_geotiff(path, size: int = 512, crs: str = CRS, origin: tuple[float, float] = ORIGIN,
+                  pixel: float = PIXEL):
+    """Write the scene with GDAL (the QGIS Python's bindings); returns ``path``. ``crs``, ``origin`` (upper-left
+    corner) and ``pixel`` (size in CRS units) place it elsewhere, e.g. in degrees or at another GSD."""
     from osgeo import gdal, osr
 
     data = scene_array(size)
     ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte)
-    ds.SetGeoTransform(geotransform())
+    ds.SetGeoTransform((origin[0], pixel, 0.0, origin[1], 0.0, -pixel))
     srs = osr.SpatialReference()
-    srs.SetFromUserInput(CRS)
+    srs.SetFromUserInput(crs)
     ds.SetProjection(srs.ExportToWkt())
     for band in range(3):
         ds.GetRasterBand(band + 1).WriteArray(data[band])

@@ -21,6 +21,7 @@ def _aoi_layer(extent: QgsRectangle) -> QgsVectorLayer:
 
 def test_segment_many_rasters_runs_a_batch_job_and_adds_the_merged_layer(plugin, project, tmp_path):
     import processing
+    from segearth_qgis.core.label_colours import label_colour
 
     rasters = [write_geotiff(tmp_path / f"scene_{i}.tif", 512) for i in range(2)]
     out = tmp_path / "job"
@@ -36,6 +37,10 @@ def test_segment_many_rasters_runs_a_batch_job_and_adds_the_merged_layer(plugin,
     assert merged.isValid() and merged.crs().authid() == CRS
     features = list(merged.getFeatures())
     assert {f["label"] for f in features} == set(LABELS)
+    renderer = merged.renderer()  # coloured by label, as the dock's layers
+    assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "label"
+    assert {c.value(): c.symbol().color().getRgb()[:3] for c in renderer.categories()} == {
+        label: label_colour(label) for label in LABELS}
     assert {f["source"] for f in features} == {str(p) for p in rasters}
     assert len(features) % 2 == 0  # the same objects in both rasters
     assert len(list((out / "results").rglob("*.gpkg"))) == 2

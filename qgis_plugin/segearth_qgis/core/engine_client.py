@@ -28,6 +28,43 @@ _SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"
                  "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
 
 
+TOKEN_ENV = "SEGEARTH_TOKEN"  # the engine reads a model server's token from here
+SAM3_OUTPUTS = ("instances", "semantic", "both")  # the engine's LoadOptions.sam3_output choices (SAM3 only)
+
+
+def engine_environment() -> dict[str, str]:
+    """The environment of an engine process: QGIS' own Python/GDAL/PROJ variables left out, output unbuffered."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def no_console():
+    """``startupinfo`` that keeps a console window from flashing up on Windows (``None`` elsewhere)."""
+    if os.name != "nt":
+        return None
+    startupinfo = subprocess.STARTUPINFO()
+    startupinfo.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+    return startupinfo
+
+
+def read_auth_token(authcfg: str) -> str:
+    """The token stored in QGIS' authentication database under ``authcfg``: the ``token`` of an "EsriToken"
+    configuration or the ``password`` of a "Basic" one (the user name is not used)."""
+    from qgis.core import QgsApplication, QgsAuthMethodConfig
+
+    config = QgsAuthMethodConfig()
+    manager = QgsApplication.authManager()
+    if not manager.loadAuthenticationConfig(authcfg, config, True):
+        raise EngineError(f"the authentication configuration {authcfg!r} cannot be read; check it in QGIS Options > "
+                          "Authentication (the master password may be needed)")
+    token = (config.config("token") or config.config("password") or "").strip()
+    if not token:
+        raise EngineError(f"the authentication configuration {authcfg!r} holds no token; use the type 'Esri token' "
+                          "(or 'Basic' with the token as password)")
+    return token
+
+
 class EngineError(RuntimeError):
     """The engine could not be started or a request failed (message is user-facing)."""
 
@@ -38,15 +75,50 @@ class EngineCancelled(EngineError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How to start the engine: command line (without ``worker``), model and device."""
+    """How to start the engine: command line (without ``worker``) and the engine's load options.
+
+    The load options carry the names of the engine's ``LoadOptions`` (``segearth_geo/params.py``) and reach
+    the worker as its command-line options (``--score-threshold 0.3``); unset ones (``None``) are left out, so
+    the engine's defaults apply. The engine checks every value and refuses, in one line, an option the model
+    does not take.
+    """
 
     command: str = "segearth-geo"
     model: str = "demo"
     device: str = "auto"
+    dtype: str | None = None
+    batch_size: int | None = None
+    score_threshold: float | None = None
+    cache_mb: float | None = None
+    template: str | None = None
+    sam3_output: str | None = None
+    presence_threshold: float | None = None
+    authcfg: str | None = None  # id of a QGIS authentication configuration holding a model server's token
 
-    def argv(self) -> list[str]:
-        """Full worker command line, program resolved on PATH; never run through a shell."""
-        parts = shlex.split(self.command, posix=os.name != "nt")
+    LOAD_OPTIONS = ("dtype", "batch_size", "score_threshold", "cache_mb", "template", "sam3_output",
+                    "presence_threshold")
+
+    @property
+    def remote(self) -> bool:
+        """Whether the model is a model server (``http://HOST:PORT`` / ``https://HOST:PORT``)."""
+        return self.model.strip().lower().startswith(("http://", "https://"))
+
+    def load_flags(self) -> list[str]:
+        """``--name value`` for each load option that is set (besides model and device)."""
+        flags: list[str] = []
+        for name in self.LOAD_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and value != "":
+                flags += ["--" + name.replace("_", "-"), str(value)]
+        return flags
+
+    def program(self) -> list[str]:
+        """The engine command as a list, its program resolved on PATH (raises :class:`EngineError` if missing)."""
+        try:
+            parts = shlex.split(self.command, posix=os.name != "nt")
+        except ValueError as exc:  # an unclosed quote
+            raise EngineError(f"the engine command {self.command!r} cannot be read ({exc}); fix it in SegEarth "
+                              "settings") from exc
         if not parts:
             raise EngineError("the engine command is empty; set it in SegEarth settings (e.g. 'segearth-geo')")
         program = shutil.which(parts[0]) or parts[0]
@@ -55,9 +127,14 @@ class EngineSettings:
                 f"engine program {parts[0]!r} not found; install the engine with 'pip install segearth-geo' "
                 "and set its full path in SegEarth settings"
             )
-        argv = [program, *parts[1:], "worker", "--device", self.device]
+        return [program, *parts[1:]]
+
+    def argv(self) -> list[str]:
+        """Full worker command line, program resolved on PATH; never run through a shell."""
+        # A model server runs its model on its own device: the worker is only told where the server is.
+        argv = [*self.program(), "worker"] + ([] if self.remote else ["--device", self.device])
         if self.model:
-            argv += ["--model", self.model]
+            argv += ["--model", self.model, *self.load_flags()]
         return argv
 
 
@@ -69,15 +146,18 @@ class EngineClient:
         log: called with each stderr line of the worker (the plugin sends them to the QGIS log).
     """
 
-    def __init__(self, settings: EngineSettings, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: EngineSettings, log: Callable[[str], None] | None = None,
+                 token_reader: Callable[[str], str] | None = None) -> None:
         self.settings = settings
         self._log = log or (lambda line: None)
+        self._token_reader = token_reader or read_auth_token
         self._process: subprocess.Popen | None = None
         self._queues: dict[Any, queue.Queue] = {}
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=50)
         self.ready: dict[str, Any] | None = None
+        self.start_error: str | None = None  # why the last start failed; None once a start succeeds
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -87,23 +167,41 @@ class EngineClient:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def check(self) -> None:
+        """Raise :class:`EngineError` when the engine command cannot run (kept in :attr:`start_error`, as a start's)."""
+        try:
+            self.settings.argv()
+        except EngineError as exc:
+            self.start_error = str(exc)
+            raise
+
     def start(self, timeout: float = 600.0) -> dict[str, Any]:
-        """Start the worker (if not running) and wait until its model is loaded; return ``ready``."""
+        """Start the worker (if not running) and wait until its model is loaded; return ``ready``.
+
+        A failure is kept in :attr:`start_error` (the full message) until a later start succeeds.
+        """
+        try:
+            ready = self._start(timeout)
+        except EngineError as exc:
+            self.start_error = str(exc)
+            raise
+        self.start_error = None
+        return ready
+
+    def _start(self, timeout: float) -> dict[str, Any]:
         with self._lock:
             if self.is_running() and self.ready is not None:
                 return self.ready
             self.stop()
             argv = self.settings.argv()
-            env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-            env["PYTHONUNBUFFERED"] = "1"
-            startupinfo = None
-            if os.name == "nt":  # no console window flashing up on Windows
-                startupinfo = subprocess.STARTUPINFO()
-                startupinfo.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+            env = engine_environment()
+            if self.settings.authcfg:
+                # The token goes to the worker in its environment, never on its command line (process lists).
+                env[TOKEN_ENV] = self._token_reader(self.settings.authcfg)
             try:
                 process = subprocess.Popen(  # noqa: S603 - argv list, no shell
                     argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, startupinfo=startupinfo,
+                    text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, startupinfo=no_console(),
                 )
             except OSError as exc:
                 raise EngineError(f"cannot start the engine ({' '.join(argv)}): {exc}") from exc

@@ -3,8 +3,9 @@
 * The area (visible canvas extent or a drawn rectangle, both in the canvas CRS) is
   transformed to the raster layer's CRS and clipped to the layer's extent.
 * Layers with a local GDAL file are sent as that file plus a bbox.
-* Other layers (XYZ, WMS, …) are rendered for the area at the chosen GSD into a temporary
-  GeoTIFF, which is sent instead; a whole-layer run on an unbounded layer is refused.
+* Other layers (XYZ, WMS, …) are rendered for the area into a temporary GeoTIFF, which is sent
+  instead: at the chosen GSD, else at the layer's own resolution (:mod:`.resolution`); a
+  whole-layer run on an unbounded layer is refused.
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterPipe,
     QgsRectangle,
-    QgsUnitTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .parameters import SCOPE_DRAWN, SCOPE_LAYER, SCOPE_VISIBLE, SegmentParameters
+from .parameters import SCOPE_DRAWN, SCOPE_LAYER, SCOPE_VISIBLE, SegmentParameters, raster_paths
+from .resolution import EffectiveGsd, effective_gsd
 
 # Largest raster the plugin renders from a non-file layer (pixels); beyond this, ask for a coarser GSD.
 MAX_RENDER_PIXELS = 8192 * 8192
-# Default render size (long side, pixels) of a non-file layer when no GSD is given.
-DEFAULT_RENDER_SIDE = 2048
 # A non-file layer whose extent spans more than this many degrees of longitude is "unbounded".
 _WORLD_DEGREES = 300.0
 
@@ -83,24 +82,13 @@ def is_unbounded(layer: QgsRasterLayer) -> bool:
     return geographic.width() >= _WORLD_DEGREES
 
 
-def metres_to_layer_units(gsd_m: float, layer: QgsRasterLayer, centre_y: float) -> float:
-    """A GSD in metres as layer map units per pixel (degrees for geographic CRSs)."""
-    units = layer.crs().mapUnits()
-    if units == QgsUnitTypes.DistanceUnit.DistanceDegrees:
-        return gsd_m / (111_320.0 * max(math.cos(math.radians(centre_y)), 1e-6))
-    return gsd_m * QgsUnitTypes.fromUnitToUnitFactor(QgsUnitTypes.DistanceUnit.DistanceMeters, units)
-
-
-def render_to_geotiff(layer: QgsRasterLayer, extent: QgsRectangle, units_per_pixel: float | None,
-                      path: str) -> str:
-    """Render ``layer`` over ``extent`` (layer CRS) to a GeoTIFF at ``path`` (main thread)."""
-    if units_per_pixel is None or units_per_pixel <= 0:
-        units_per_pixel = max(extent.width(), extent.height()) / DEFAULT_RENDER_SIDE
+def render_to_geotiff(layer: QgsRasterLayer, extent: QgsRectangle, units_per_pixel: float, path: str) -> str:
+    """Render ``layer`` over ``extent`` (layer CRS) at ``units_per_pixel`` to a GeoTIFF at ``path`` (main thread)."""
     cols = max(1, int(round(extent.width() / units_per_pixel)))
     rows = max(1, int(round(extent.height() / units_per_pixel)))
     if cols * rows > MAX_RENDER_PIXELS:
         raise ScopeError(tr("The area is too large to render at this GSD ({0} × {1} px); zoom in or "
-                            "choose a coarser GSD.").format(cols, rows))
+                            "set a coarser GSD.").format(cols, rows))
     provider = layer.dataProvider()
     pipe = QgsRasterPipe()
     if not pipe.set(provider.clone()):
@@ -119,17 +107,47 @@ def render_to_geotiff(layer: QgsRasterLayer, extent: QgsRectangle, units_per_pix
 
 
 def output_path(project: QgsProject, prompt: str, layer_name: str) -> str:
-    """A new GeoPackage path: next to the saved project file, else in a temporary folder."""
+    """A new GeoPackage path (no file of that name, nor its rasters' names, exists): next to the saved project file,
+    else in a temporary folder."""
     folder = project.absolutePath() if project.fileName() else os.path.join(tempfile.gettempdir(), "segearth")
     os.makedirs(folder, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{layer_name}_{prompt}").strip("_")[:40] or "result"
     stamp = time.strftime("%Y%m%d_%H%M%S")
     base = os.path.join(folder, f"segearth_{slug}_{stamp}")
     path, n = base + ".gpkg", 1
-    while os.path.exists(path):
+    while any(os.path.exists(p) for p in (path, *raster_paths(path))):  # nor the run's rasters (if asked for)
         n += 1
         path = f"{base}_{n}.gpkg"
     return path
+
+
+def area_in_layer(layer: QgsRasterLayer, scope: str, area: QgsRectangle | None,
+                  area_crs: QgsCoordinateReferenceSystem | None, project: QgsProject) -> QgsRectangle | None:
+    """The chosen area in the layer's CRS, clipped to the layer; ``None`` for the whole layer.
+
+    Raises:
+        ScopeError: unknown scope, no area drawn, or an area that does not overlap the layer.
+    """
+    if scope not in (SCOPE_VISIBLE, SCOPE_LAYER, SCOPE_DRAWN):
+        raise ScopeError(tr("Unknown scope {0!r}.").format(scope))
+    if scope == SCOPE_LAYER:
+        return None
+    if area is None or area.isEmpty():
+        raise ScopeError(tr("Draw a rectangle on the map first.") if scope == SCOPE_DRAWN
+                         else tr("The map canvas has no visible extent."))
+    rect = to_layer_crs(area, area_crs or layer.crs(), layer, project).intersect(layer.extent())
+    if rect.isEmpty():
+        raise ScopeError(tr("The chosen area does not overlap layer '{0}'.").format(layer.name()))
+    return rect
+
+
+def model_view(layer: QgsRasterLayer, rect: QgsRectangle | None, gsd: float | None, model_gsd: tuple | None,
+               project: QgsProject) -> EffectiveGsd:
+    """The GSD the model will see of ``layer`` over ``rect`` (layer CRS; ``None``: the whole layer)."""
+    if rect is None and is_unbounded(layer):
+        raise ScopeError(tr("Layer '{0}' has no finite extent (web tiles or service); a whole-layer run "
+                            "is not possible. Use the visible extent or draw a rectangle.").format(layer.name()))
+    return effective_gsd(layer, rect or layer.extent(), gsd, model_gsd, layer_file(layer) is None, project)
 
 
 def build_parameters(
@@ -139,10 +157,8 @@ def build_parameters(
     *,
     area: QgsRectangle | None = None,
     area_crs: QgsCoordinateReferenceSystem | None = None,
-    gsd: float | None = None,
-    threshold: float = 0.5,
-    min_area: float | None = None,
-    simplify: float | None = None,
+    options: dict | None = None,
+    model_gsd: tuple[float, float] | None = None,
     output: str | None = None,
     project: QgsProject | None = None,
 ) -> SegmentParameters:
@@ -152,7 +168,9 @@ def build_parameters(
         layer: the raster layer to segment.
         scope: ``visible``, ``layer`` or ``drawn``.
         area: the canvas extent or the drawn rectangle, in ``area_crs`` (ignored for ``layer``).
-        gsd: metres per pixel, ``None``/0 for the layer's native resolution.
+        options: the run options' request fields (``parameters.request_options``); ``gsd`` in m/px.
+        model_gsd: the model's training GSD range (m/px): a web layer is rendered at its finest tile level not
+            finer than its low end.
     """
     project = project or QgsProject.instance()
     prompt = (prompt or "").strip()
@@ -160,43 +178,27 @@ def build_parameters(
         raise ScopeError(tr("Choose a valid raster layer."))
     if not prompt:
         raise ScopeError(tr("Type a prompt first, e.g. 'segment the buildings'."))
-    if scope not in (SCOPE_VISIBLE, SCOPE_LAYER, SCOPE_DRAWN):
-        raise ScopeError(tr("Unknown scope {0!r}.").format(scope))
-    gsd = gsd if gsd and gsd > 0 else None
-    bbox_rect: QgsRectangle | None = None
-    if scope in (SCOPE_VISIBLE, SCOPE_DRAWN):
-        if area is None or area.isEmpty():
-            raise ScopeError(tr("Draw a rectangle on the map first.") if scope == SCOPE_DRAWN
-                             else tr("The map canvas has no visible extent."))
-        bbox_rect = to_layer_crs(area, area_crs or layer.crs(), layer, project)
-        bbox_rect = bbox_rect.intersect(layer.extent())
-        if bbox_rect.isEmpty():
-            raise ScopeError(tr("The chosen area does not overlap layer '{0}'.").format(layer.name()))
+    options = dict(options or {})
+    rect = area_in_layer(layer, scope, area, area_crs, project)
+    view = model_view(layer, rect, options.get("gsd"), model_gsd, project)
     params = SegmentParameters(raster="", prompt=prompt, output=output or output_path(project, prompt, layer.name()),
-                               layer_name=layer.name(), gsd=gsd, threshold=threshold,
-                               min_area=min_area or None, simplify=simplify or None)
+                               layer_name=layer.name(), options=options, gsd=view.metres)
     path = layer_file(layer)
     if path is not None:
         params.raster = path
-        if bbox_rect is not None:
-            params.bbox = (bbox_rect.xMinimum(), bbox_rect.yMinimum(), bbox_rect.xMaximum(), bbox_rect.yMaximum())
+        if rect is not None:
+            params.bbox = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
             params.bbox_crs = crs_id(layer.crs())
         return params
     # Web or in-memory layer: render the area to a temporary GeoTIFF in the layer's CRS.
-    if bbox_rect is None:
-        if is_unbounded(layer):
-            raise ScopeError(tr("Layer '{0}' has no finite extent (web tiles or service); a whole-layer run "
-                                "is not possible. Use the visible extent or draw a rectangle.").format(layer.name()))
-        bbox_rect = layer.extent()
-    units = metres_to_layer_units(gsd, layer, bbox_rect.center().y()) if gsd else None
     handle, rendered = tempfile.mkstemp(prefix="segearth_render_", suffix=".tif")
     os.close(handle)
     params.temporary_files.append(rendered)
     try:
-        render_to_geotiff(layer, bbox_rect, units, rendered)
+        render_to_geotiff(layer, rect or layer.extent(), view.units_per_pixel, rendered)
     except ScopeError:
         params.remove_temporary_files()
         raise
     params.raster = rendered
-    params.gsd = None  # already rendered at the requested resolution
+    params.options.pop("gsd", None)  # already rendered at it
     return params

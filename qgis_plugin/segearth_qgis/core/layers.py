@@ -1,23 +1,28 @@
-"""Adding a result GeoPackage to the project: one layer in the "SegEarth" group, coloured by label."""
+"""Result layers: one layer per run in the "SegEarth" group, coloured by label the same way everywhere.
+
+:func:`style_by_label` is the one styling function (the dock's layers, Processing's outputs through
+:class:`LabelStyler`); each label's colour comes from :func:`.label_colours.label_colour`, so a label has the same
+colour in every run and in the engine's PNG previews.
+"""
 
 from __future__ import annotations
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsFillSymbol,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProject,
     QgsRendererCategory,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QColor
 
+from .label_colours import label_colour
 from .result import SegmentResult
 
 GROUP_NAME = "SegEarth"
-# Distinct, colour-blind friendly (Okabe–Ito + extras); cycled when there are more labels.
-PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-           "#999999", "#882255", "#44AA99", "#117733", "#332288")
+LABEL_FIELD = "label"
+FILL_ALPHA = 110  # of 255: the imagery stays visible under the polygons
 
 
 def tr(text: str) -> str:
@@ -25,17 +30,46 @@ def tr(text: str) -> str:
 
 
 def categorised_renderer(labels: list[str]) -> QgsCategorizedSymbolRenderer:
-    """One category per label with a distinct semi-transparent fill and a solid outline."""
+    """One category per label (sorted): a semi-transparent fill and a solid outline in the label's colour."""
     categories = []
-    for index, label in enumerate(sorted(labels)):
-        colour = QColor(PALETTE[index % len(PALETTE)])
+    for label in sorted(labels):
+        r, g, b = label_colour(label)
         symbol = QgsFillSymbol.createSimple({
-            "color": f"{colour.red()},{colour.green()},{colour.blue()},110",
-            "outline_color": colour.name(),
+            "color": f"{r},{g},{b},{FILL_ALPHA}",
+            "outline_color": f"{r},{g},{b},255",
             "outline_width": "0.5",
         })
         categories.append(QgsRendererCategory(label, symbol, label))
-    return QgsCategorizedSymbolRenderer("label", categories)
+    return QgsCategorizedSymbolRenderer(LABEL_FIELD, categories)
+
+
+def style_by_label(layer: QgsVectorLayer) -> bool:
+    """Categorise ``layer`` by its ``label`` field; ``False`` (layer untouched) when it has no labels."""
+    index = layer.fields().indexOf(LABEL_FIELD)
+    labels = sorted(str(v) for v in layer.uniqueValues(index) if v is not None) if index >= 0 else []
+    if not labels:
+        return False
+    layer.setRenderer(categorised_renderer(labels))
+    layer.triggerRepaint()
+    return True
+
+
+class LabelStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a Processing output by label when QGIS loads it: ``details.setPostProcessor(LabelStyler.create())``."""
+
+    # QGIS takes the C++ object, but the Python side of the subclass must outlive the algorithm run (which may end
+    # before QGIS loads its outputs): the latest stylers are kept here.
+    _alive: list["LabelStyler"] = []
+
+    @classmethod
+    def create(cls) -> "LabelStyler":
+        styler = cls()
+        cls._alive[:] = [*cls._alive[-15:], styler]
+        return styler
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API
+        if isinstance(layer, QgsVectorLayer):
+            style_by_label(layer)
 
 
 def result_group(project: QgsProject):
@@ -53,10 +87,7 @@ def add_result_layer(result: SegmentResult, name: str, project: QgsProject | Non
     layer = QgsVectorLayer(result.uri, name, "ogr")
     if not layer.isValid():
         raise OSError(tr("The engine wrote {0} but QGIS cannot open it.").format(result.output))
-    field_index = layer.fields().indexOf("label")
-    labels = sorted(str(v) for v in layer.uniqueValues(field_index)) if field_index >= 0 else []
-    if labels:
-        layer.setRenderer(categorised_renderer(labels))
+    style_by_label(layer)
     project.addMapLayer(layer, False)
     result_group(project).insertLayer(0, layer)
     return layer

@@ -22,15 +22,17 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsRasterLayer,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ..core.batch_client import BatchRequest
+from ..core.batch_request import BatchRequest
 from ..core.engine_client import EngineCancelled, EngineClient, EngineError
+from ..core.layers import LabelStyler
+from .feedback import engine_failure
+from .run_parameters import add_run_parameters, check_run_values, run_fields
 
 MERGED_FILE = "merged.gpkg"
 
@@ -40,8 +42,8 @@ def tr(text: str) -> str:
 
 
 class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
-    INPUTS, PROMPTS, AOI, GSD, THRESHOLD, MIN_AREA, OUTPUT_DIR, MERGED = (
-        "INPUTS", "PROMPTS", "AOI", "GSD", "THRESHOLD", "MIN_AREA", "OUTPUT_DIR", "MERGED")
+    # + the run options (GSD, THRESHOLD, MIN_AREA, …)
+    INPUTS, PROMPTS, AOI, OUTPUT_DIR, MERGED = "INPUTS", "PROMPTS", "AOI", "OUTPUT_DIR", "MERGED"
 
     def __init__(self, client_factory: Callable[[], EngineClient]) -> None:
         super().__init__()
@@ -71,16 +73,14 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(self.AOI, tr("Areas of interest (optional)"),
                                                               [QgsProcessing.SourceType.TypeVectorPolygon],
                                                               optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.GSD, tr("GSD (m/px, 0 = native)"),
-                                                       QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(self.THRESHOLD, tr("Threshold"),
-                                                       QgsProcessingParameterNumber.Type.Double, 0.5,
-                                                       minValue=0.0, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterNumber(self.MIN_AREA, tr("Minimum area (m², 0 = none)"),
-                                                       QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
+        add_run_parameters(self)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, tr("Output folder")))
         self.addOutput(QgsProcessingOutputVectorLayer(self.MERGED, tr("Merged polygons"),
                                                       QgsProcessing.SourceType.TypeVectorPolygon))
+
+    def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802
+        ok, message = super().checkParameterValues(parameters, context)
+        return check_run_values(self, parameters, context) if ok else (ok, message)
 
     def prepareAlgorithm(self, parameters: dict[str, Any], context, feedback) -> bool:
         layers = self.parameterAsLayerList(parameters, self.INPUTS, context)
@@ -103,10 +103,7 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
         self.merge_crs = crs
         self.request = BatchRequest(
             sources=sources, prompts=prompts, out_dir=out_dir, merge=os.path.join(out_dir, MERGED_FILE),
-            merge_crs=crs.authid() or crs.toWkt(),
-            gsd=self.parameterAsDouble(parameters, self.GSD, context) or None,
-            threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
-            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context) or None)
+            merge_crs=crs.authid() or crs.toWkt(), options=run_fields(self, parameters, context))
         return True
 
     def processAlgorithm(self, parameters: dict[str, Any], context, feedback) -> dict[str, Any]:
@@ -130,7 +127,7 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
         except EngineCancelled:
             return {}
         except EngineError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+            raise engine_failure(str(exc), feedback) from exc
         for failure in report.get("failures", []):
             feedback.reportError(tr("{0}: {1}").format(failure["source"], failure["error"]), fatalError=False)
         merged = report.get("merged")
@@ -143,6 +140,7 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
             layer.featureCount(), sum(s["status"] == "done" for s in report.get("scenes", [])),
             report.get("seconds", 0.0), request.out_dir))
         context.temporaryLayerStore().addMapLayer(layer)
-        context.addLayerToLoadOnCompletion(
-            layer.id(), QgsProcessingContext.LayerDetails(tr("SegEarth batch"), context.project(), self.MERGED))
+        details = QgsProcessingContext.LayerDetails(tr("SegEarth batch"), context.project(), self.MERGED)
+        details.setPostProcessor(LabelStyler.create())  # coloured by label, as the dock's layers
+        context.addLayerToLoadOnCompletion(layer.id(), details)
         return {self.MERGED: layer.id(), self.OUTPUT_DIR: request.out_dir}

@@ -29,6 +29,13 @@ class SegEarthProvider(QgsProcessingProvider):
     def icon(self) -> QIcon:
         return QIcon(ICON)
 
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 - QGIS API
+        """The engine writes its raster outputs as (Cloud-Optimized) GeoTIFF only."""
+        return ["tif"]
+
+    def defaultRasterFileExtension(self) -> str:  # noqa: N802 - QGIS API
+        return "tif"
+
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(SegmentByPromptAlgorithm(self.client_factory))
         self.addAlgorithm(SegmentManyRastersAlgorithm(self.client_factory))

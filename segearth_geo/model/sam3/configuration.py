@@ -15,14 +15,16 @@ A SAM3 folder in the layout that ``facebook/sam3`` ships (and that ``Sam3Model.s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from segearth_geo.errors import CheckpointError
+from segearth_geo.model.checkpoint_files import read_json
 
 SAM3_MODEL_TYPES = ("sam3", "sam3_video")  # config.json model_type values this adapter loads
 DEFAULT_SCORE_THRESHOLD = 0.5  # detection score an instance needs to be kept (as in SAM3's examples)
+DEFAULT_PRESENCE_THRESHOLD = 0.5  # presence probability a concept needs on a chip to return anything there
+DEFAULT_OUTPUT = "instances"  # what a present concept returns (the segmenter's ``output``: params.SAM3_OUTPUTS)
 DEFAULT_SIZE = 1008  # SAM3's native square input (Sam3ImageProcessor's size)
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
@@ -71,12 +73,7 @@ class Sam3Preprocessing:
             path = folder / name
             if not path.is_file():
                 continue
-            try:
-                values = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"cannot read {path}: {exc}") from exc
-            if not isinstance(values, dict):
-                raise CheckpointError(f"{path} does not hold a JSON object")
+            values = read_json(path)
             section = values.get("image_processor", values)
             if not isinstance(section, dict):
                 raise CheckpointError(f"{path}: 'image_processor' is not a JSON object")

@@ -2,24 +2,39 @@
 
 An adapter over transformers' ``Sam3Model`` (``facebook/sam3``, "segment anything with concepts"). Per call:
 
-1. the prompt is split into concepts (:func:`~segearth_geo.model.sam3.concepts.split_concepts`;
-   ``"buildings, swimming pools"`` → two queries) and the C concepts go through the CLIP text encoder
-   once (the features of the last few prompts are kept: the engine runs several prompts back to back per
-   batch of chips);
+1. the prompt is split into concepts and their names (:func:`~segearth_geo.model.sam3.prompt.concept_queries`;
+   ``"buildings, swimming pools"`` → two concepts, ``"building|roof|house"`` → one concept queried by three
+   names) and the Q names go through the CLIP text encoder once (features are kept per name, and per prompt:
+   the engine runs several prompts back to back per batch of chips);
 2. per batch of B chips: padding to the S×S input (:mod:`~segearth_geo.model.sam3.preprocess`), ONE
    vision-encoder forward ``[B,3,S,S]`` over the chips whose features are not cached; then the B×C
-   (chip, concept) pairs share the vision features and run the DETR encoder/decoder and mask decoder
+   (chip, name) pairs share the vision features and run the DETR encoder/decoder and mask decoder
    together, ``batch_size`` pairs per forward;
-3. each query's detection score is ``sigmoid(logit) · sigmoid(presence)``, as in
-   ``Sam3Processor.post_process_instance_segmentation``; a query is an instance when its score is
-   ``> score_threshold`` (default 0.5, as in SAM3's examples; strictly greater, like SAM3's own
-   post-processing). Each instance becomes one :class:`~segearth_geo.prediction.Target`: label = its
-   concept, probability = the sigmoid of its mask on the chip's pixels (the engine's ``threshold`` then
-   keeps pixels with probability ``>= threshold``), score = its detection score.
+3. **presence gate**: SAM3's presence head says how likely the concept is on the chip at all; a pair whose
+   presence probability is below ``presence_threshold`` returns nothing (SegEarth-OV3 gates the same way: most
+   remote-sensing chips show few of the concepts asked for). Unset (``None``), the semantic map is gated at
+   :data:`~segearth_geo.model.sam3.configuration.DEFAULT_PRESENCE_THRESHOLD` (0.5) and instances by their
+   score alone, which already multiplies presence in (so a score above 0.5 needs a presence above 0.5); set,
+   it gates both (0 turns it off);
+4. ``output`` decides what a present pair returns (SegEarth-OV3's choice for "stuff" classes):
+
+   * ``instances`` (default): each query whose detection score ``sigmoid(logit) · sigmoid(presence)`` (as in
+     ``Sam3Processor.post_process_instance_segmentation``) is ``> score_threshold`` (default 0.5, strictly
+     greater like SAM3's own post-processing) becomes one :class:`~segearth_geo.prediction.Target`:
+     label = its concept, probability = the sigmoid of its mask on the chip's pixels, score = its detection
+     score;
+   * ``semantic``: one target per pair from SAM3's semantic segmentation head (``semantic_seg``: one map for
+     the concept over the whole chip, for water, roads, forest, fields), score = the presence probability;
+   * ``both``: the instance targets and the semantic one; the engine merges targets of one label by per-pixel
+     maximum, i.e. instance masks and the semantic map are fused by maximum, as SegEarth-OV3 does.
+
+   Every name of a concept gives its targets the concept's label, so synonyms are combined by maximum too.
+   The engine's ``threshold`` then keeps pixels with probability ``>= threshold``.
 
 Two thresholds, then, as SAM3 users know them: the engine's ``threshold`` (``--threshold``) acts on mask
-probabilities; ``score_threshold`` (constructor / :func:`load_sam3_segmenter` argument, or the attribute)
-decides which detections count. Results do not depend on batch composition or order (up to float noise).
+probabilities; ``score_threshold`` (constructor or ``from_pretrained`` argument, ``--score-threshold``, or
+the attribute) decides which detections count; ``presence_threshold`` which chips show the concept at all.
+Results do not depend on batch composition or order (up to float noise).
 The engine merges the targets of one label per pixel before it vectorises, so instances of one concept
 that overlap or touch come out as one polygon; separate instances stay separate, across chip borders too.
 
@@ -32,31 +47,34 @@ shapes (a sine table), so one copy per segmenter serves every chip.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 from collections import OrderedDict
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from segearth_geo.errors import CheckpointError, UsageError
-from segearth_geo.model.batching import in_batches
-from segearth_geo.model.device import describe_device, resolve_device
-from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
-from segearth_geo.model.sam3.concepts import split_concepts
-from segearth_geo.model.sam3.configuration import DEFAULT_SCORE_THRESHOLD, SAM3_MODEL_TYPES, Sam3Preprocessing
+from segearth_geo.model.base import SegmenterBase
+from segearth_geo.model.image_cache import chip_key
+from segearth_geo.model.sam3.configuration import (
+    DEFAULT_OUTPUT,
+    DEFAULT_PRESENCE_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
+    Sam3Preprocessing,
+)
 from segearth_geo.model.sam3.preprocess import chip_probabilities, prepare_chips
+from segearth_geo.model.sam3.prompt import concept_queries
+from segearth_geo.params import SAM3_OUTPUTS
 from segearth_geo.prediction import ChipPrediction, Target
 
 log = logging.getLogger(__name__)
 
-TEXT_PROMPTS_KEPT = 8  # prompts whose CLIP features are kept (a few KB each)
+TEXT_PROMPTS_KEPT = 8  # prompts whose assembled CLIP features are kept (a few KB each)
+TEXT_NAMES_KEPT = 64  # concept names (synonyms) whose CLIP features are kept
 
 
-class Sam3Segmenter:
+class Sam3Segmenter(SegmenterBase):
     """The segmenter for SAM3 (``chip_size`` = the model's square input side, 1008 for ``facebook/sam3``).
 
     Args:
@@ -65,39 +83,42 @@ class Sam3Segmenter:
             strings typed by the user are not turned into control tokens).
         preprocessing: input size and normalisation (:class:`Sam3Preprocessing`); its ``size`` must equal
             the vision encoder's ``image_size`` (default: that size with SAM3's normalisation).
-        device, dtype: see :func:`~segearth_geo.model.device.resolve_device` (bf16 on CUDA, fp32 on CPU).
+        device, dtype, cache_mb: see :class:`~segearth_geo.model.base.SegmenterBase`; the cache holds the
+            per-chip vision features (see the module docstring).
         batch_size: chips per vision forward and (chip, concept) pairs per detector forward (default 8 on
-            CUDA, 1 on CPU; halved automatically on CUDA out-of-memory).
+            CUDA, 1 elsewhere; halved automatically on CUDA out-of-memory).
         score_threshold: detection score in ``[0, 1)`` an instance must exceed to be returned.
-        cache_mb: bound of the per-chip vision-feature cache in MiB (``None``: a default that fits the device,
-            ``0``: no cache); see the module docstring.
+        presence_threshold: presence probability in ``[0, 1)`` a concept needs on a chip to return anything there
+            (``None``: 0.5 for the semantic map, no separate gate for instances; see the module docstring).
+        output: ``instances``, ``semantic`` or ``both`` (module docstring).
     """
+
+    name = "sam3"
+    capabilities = frozenset({"image_cache", "scores"})
+    cuda_batch_size, cpu_batch_size = 8, 1
+    cache_tiers = ("vision",)
 
     def __init__(self, model, tokenizer, preprocessing: Sam3Preprocessing | None = None, device="auto", dtype=None,
                  batch_size: int | None = None, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 cache_mb: float | None = None) -> None:
-        self.device, self.dtype = resolve_device(device, dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.tokenizer = tokenizer
-        self.config = model.config
-        image_size = int(self.config.vision_config.image_size)
+                 cache_mb: float | None = None, presence_threshold: float | None = None,
+                 output: str = DEFAULT_OUTPUT) -> None:
+        image_size = int(model.config.vision_config.image_size)
         self.preprocessing = preprocessing or Sam3Preprocessing(size=image_size)
         if self.preprocessing.size != image_size:
             raise CheckpointError(f"the SAM3 processor's input size {self.preprocessing.size} differs from the "
                                   f"model's image_size {image_size}")
-        self.chip_size = image_size
-        self.batch_size = int(batch_size or (8 if self.device.type == "cuda" else 1))
-        if self.batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1, got {batch_size!r}")
         self.score_threshold = score_threshold
+        self.presence_threshold = presence_threshold
+        self.output = output
+        super().__init__(model, chip_size=image_size, device=device, dtype=dtype, batch_size=batch_size,
+                         cache_mb=cache_mb)
+        self.tokenizer = tokenizer
         self.max_text_length = int(self.config.text_config.max_position_embeddings)
         self._text_cache: tuple[tuple[str, ...], torch.Tensor, torch.Tensor] | None = None  # the last used
         self._texts: OrderedDict[tuple[str, ...], tuple[tuple[str, ...], torch.Tensor, torch.Tensor]] = OrderedDict()
-        if cache_mb is not None and cache_mb < 0:
-            raise UsageError(f"cache_mb must be >= 0 MiB (0: no cache), got {cache_mb}")
-        self.cache = ImageCache(default_cache_bytes(self.device) if cache_mb is None else int(cache_mb * 2**20))
+        self._names: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # per name [L,D], [L]
         prep = self.preprocessing
-        self._cache_salt = (f"sam3|{prep.size}|{prep.image_mean}|{prep.image_std}|{prep.rescale_factor}|"
+        self._cache_salt = (f"{self.name}|{prep.size}|{prep.image_mean}|{prep.image_std}|{prep.rescale_factor}|"
                             f"{self.dtype}")
         self._position_encoding: tuple[torch.Tensor, ...] | None = None  # per FPN level [1,D,H_l,W_l]
 
@@ -112,93 +133,149 @@ class Sam3Segmenter:
         self._score_threshold = float(value)
 
     @property
-    def device_description(self) -> str:
-        return describe_device(self.device, self.dtype)
+    def presence_threshold(self) -> float | None:
+        return self._presence_threshold
 
-    def cache_stats(self) -> dict:
-        """Hits, misses, bytes and items of the vision-feature cache (logged by the engine after a run)."""
-        return self.cache.stats().to_dict()
+    @presence_threshold.setter
+    def presence_threshold(self, value: float | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.0 <= float(value) < 1.0):
+            raise UsageError(f"the SAM3 presence threshold must be a number in [0, 1), got {value!r}")
+        self._presence_threshold = None if value is None else float(value)
+
+    def _gates(self) -> tuple[float, float]:
+        """The presence a (chip, name) pair needs for its instances and for its semantic map."""
+        if self._presence_threshold is None:
+            return 0.0, DEFAULT_PRESENCE_THRESHOLD
+        return self._presence_threshold, self._presence_threshold
+
+    @property
+    def output(self) -> str:
+        return self._output
+
+    @output.setter
+    def output(self, value: str) -> None:
+        if value not in SAM3_OUTPUTS:
+            raise UsageError(f"the SAM3 output must be one of {', '.join(SAM3_OUTPUTS)}, got {value!r}")
+        self._output = value
 
     # ------------------------------------------------------------------------------------------ public API
     def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]:
-        """The Segmenter protocol: one prediction per chip; one target per instance of each concept.
+        """The Segmenter protocol: one prediction per chip; per concept, its instances and/or its semantic map.
 
         Targets of a chip are ordered by concept (prompt order), then by descending score.
         """
-        concepts = split_concepts(prompt)
+        concepts = concept_queries(prompt)
         chips = list(chips)
-        for chip in chips:
-            shape = np.shape(chip)
-            if len(shape) != 3 or shape[2] != 3 or max(shape[:2]) > self.chip_size:
-                raise UsageError(f"chip of shape {shape} is not RGB (h, w, 3) within chip_size {self.chip_size}")
+        self.check_chips(chips)
         if not chips:
             return []
-        targets: list[list[Target]] = in_batches(
-            self, len(chips), lambda start, stop: self._segment_batch(chips[start:stop], concepts))
-        return [ChipPrediction(answer=self._answer(found, concepts), targets=found) for found in targets]
+        found: list[tuple[list[Target], list[int]]] = self.in_batches(
+            len(chips), lambda start, stop: self._segment_batch(chips[start:stop], concepts))
+        return [ChipPrediction(answer=self._answer(counts, concepts), targets=targets) for targets, counts in found]
 
-    def _answer(self, targets: list[Target], concepts: list[str]) -> str:
-        counts = ", ".join(f"{c}: {sum(t.label == c for t in targets)}" for c in concepts)
-        return f"{counts} (SAM3 instances with score > {self.score_threshold:g}; SAM3 gives no text answer)"
+    def _answer(self, counts: list[int], concepts: list[tuple[str, ...]]) -> str:
+        """The chip's answer in words: per concept, its instances, or (semantic) whether it is present.
+        ``counts``: per concept, instances found (``-1``: absent by the presence gate on every name)."""
+        labels = [names[0] for names in concepts]
+        if self.output == "semantic":
+            shown = ", ".join(f"{c}: {'absent' if n < 0 else 'present'}" for c, n in zip(labels, counts))
+            return f"{shown} (SAM3 semantic maps, presence >= {self._gates()[1]:g}; SAM3 gives no text answer)"
+        shown = ", ".join(f"{c}: {max(n, 0)}" for c, n in zip(labels, counts))
+        semantic = "; with semantic maps where present" if self.output == "both" else ""
+        return f"{shown} (SAM3 instances with score > {self.score_threshold:g}{semantic}; SAM3 gives no text answer)"
 
     # ------------------------------------------------------------------------------------------ stages
-    def _text_features(self, concepts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concepts → CLIP features ``[C,L,D]`` (projected to the detector width) and their mask ``[C,L]``."""
-        key = tuple(concepts)
+    def _text_features(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concept names → CLIP features ``[Q,L,D]`` (projected to the detector width) and their mask ``[Q,L]``.
+
+        Kept per prompt (the same tensors come back for the same names) and per name (a name shared by two
+        prompts is encoded once); the names not held go through the text encoder in one call.
+        """
+        key = tuple(names)
         held = self._texts.get(key)
         if held is not None:
             self._texts.move_to_end(key)
             self._text_cache = held
             return held[1], held[2]
-        encoded = self.tokenizer(concepts, padding="max_length", max_length=self.max_text_length, truncation=True,
-                                 split_special_tokens=True, return_tensors="pt")
-        input_ids = encoded["input_ids"].to(self.device)  # [C,L]
-        attention_mask = encoded["attention_mask"].to(self.device)  # [C,L]
-        with torch.inference_mode():
-            features = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        missing = list(dict.fromkeys(n for n in names if n not in self._names))
+        if missing:
+            encoded = self.tokenizer(missing, padding="max_length", max_length=self.max_text_length, truncation=True,
+                                     split_special_tokens=True, return_tensors="pt")
+            input_ids = encoded["input_ids"].to(self.device)  # [M,L]
+            attention_mask = encoded["attention_mask"].to(self.device)  # [M,L]
+            with torch.inference_mode():
+                features = self.model.get_text_features(input_ids=input_ids,
+                                                        attention_mask=attention_mask).pooler_output  # [M,L,D]
+            for m, name in enumerate(missing):
+                self._names[name] = (features[m], attention_mask[m])
+        for name in names:
+            self._names.move_to_end(name)
+        features = torch.stack([self._names[n][0] for n in names])  # [Q,L,D]
+        attention_mask = torch.stack([self._names[n][1] for n in names])  # [Q,L]
+        while len(self._names) > max(TEXT_NAMES_KEPT, len(names)):
+            self._names.popitem(last=False)
         self._text_cache = self._texts[key] = (key, features, attention_mask)
         while len(self._texts) > TEXT_PROMPTS_KEPT:
             self._texts.popitem(last=False)
         return features, attention_mask
 
     @torch.inference_mode()
-    def _segment_batch(self, chips: list[np.ndarray], concepts: list[str]) -> list[list[Target]]:
+    def _segment_batch(self, chips: list[np.ndarray],
+                       concepts: list[tuple[str, ...]]) -> list[tuple[list[Target], list[int]]]:
+        """Per chip: its targets and, per concept, the instances found (``-1``: absent on every name)."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-        text, text_mask = self._text_features(concepts)  # [C,L,D], [C,L]
+        queries = [(c, name) for c, names in enumerate(concepts) for name in names]  # Q (concept, name)
+        text, text_mask = self._text_features([name for _, name in queries])  # [Q,L,D], [Q,L]
         fpn, sizes = self._vision_features(chips)  # per level [B,D,H_l,W_l]
-        position = self._position_encoding
-        vision = Sam3VisionEncoderOutput(fpn_hidden_states=fpn,
-                                         fpn_position_encoding=tuple(p.expand(len(chips), *p.shape[1:])
-                                                                     for p in position))
-        num_concepts = len(concepts)
-        pairs = [(b, c) for b in range(len(chips)) for c in range(num_concepts)]  # chip-major
-        found: list[list[Target]] = [[] for _ in chips]
+        position = tuple(p.expand(len(chips), *p.shape[1:]) for p in self._position_encoding)
+        pairs = [(b, q) for b in range(len(chips)) for q in range(len(queries))]  # chip-major
+        found: list[list[tuple[int, float, Target]]] = [[] for _ in chips]
+        counts = [[-1] * len(concepts) for _ in chips]
+        instance_gate, semantic_gate = self._gates()
         for first in range(0, len(pairs), self.batch_size):
             chunk = pairs[first:first + self.batch_size]
             chip_index = torch.tensor([b for b, _ in chunk], device=self.device)  # [P]
-            concept_index = torch.tensor([c for _, c in chunk], device=self.device)  # [P]
+            query_index = torch.tensor([q for _, q in chunk], device=self.device)  # [P]
             pair_vision = Sam3VisionEncoderOutput(
-                fpn_hidden_states=tuple(f[chip_index] for f in vision.fpn_hidden_states),  # each [P,D,H_l,W_l]
-                fpn_position_encoding=tuple(p[chip_index] for p in vision.fpn_position_encoding),
+                fpn_hidden_states=tuple(f[chip_index] for f in fpn),  # each [P,D,H_l,W_l]
+                fpn_position_encoding=tuple(p[chip_index] for p in position),
             )
             outputs = self.model(vision_embeds=pair_vision,
-                                 text_embeds=BaseModelOutputWithPooling(pooler_output=text[concept_index]),
-                                 attention_mask=text_mask[concept_index])
-            scores = outputs.pred_logits.float().sigmoid()  # [P,Q]
-            if outputs.presence_logits is not None:
-                scores = scores * outputs.presence_logits.float().sigmoid()  # [P,1] broadcast
-            keep = scores > self.score_threshold  # [P,Q]
-            for p, (b, c) in enumerate(chunk):
-                queries = keep[p].nonzero()[:, 0]
-                if queries.numel() == 0:
-                    continue
-                order = queries[scores[p, queries].argsort(descending=True)]  # [k]
-                masks = chip_probabilities(outputs.pred_masks[p, order], sizes[b], self.chip_size)  # (k,h,w)
-                for mask, score in zip(masks, scores[p, order].tolist()):
-                    found[b].append(Target(label=concepts[c], probability=mask, score=score))
-        return found
+                                 text_embeds=BaseModelOutputWithPooling(pooler_output=text[query_index]),
+                                 attention_mask=text_mask[query_index])
+            presence = (outputs.presence_logits.float().sigmoid() if outputs.presence_logits is not None else
+                        torch.ones(len(chunk), 1, device=self.device))  # [P,1]
+            scores = outputs.pred_logits.float().sigmoid() * presence  # [P,Q']
+            for p, (b, q) in enumerate(chunk):
+                present = float(presence[p, 0])
+                concept = queries[q][0]
+                label = concepts[concept][0]
+                if self.output != "semantic" and present >= instance_gate:  # the presence gate (instances)
+                    counts[b][concept] = max(counts[b][concept], 0)
+                    for target in self._instances(outputs.pred_masks[p], scores[p], sizes[b], label):
+                        found[b].append((concept, target.score, target))
+                        counts[b][concept] += 1
+                if self.output != "instances" and present >= semantic_gate:  # the presence gate (semantic map)
+                    counts[b][concept] = max(counts[b][concept], 0)
+                    semantic = chip_probabilities(outputs.semantic_seg[p], sizes[b], self.chip_size)[0]  # (h, w)
+                    found[b].append((concept, float(presence[p, 0]),
+                                     Target(label=label, probability=semantic, score=float(presence[p, 0]))))
+        # per chip: concepts in prompt order, then by descending score (stable: ties keep query order)
+        return [([t for _, _, t in sorted(items, key=lambda it: (it[0], -it[1]))], n) for items, n in zip(found, counts)]
+
+    def _instances(self, masks: torch.Tensor, scores: torch.Tensor, size: tuple[int, int], label: str) -> list[Target]:
+        """The instances of one (chip, name) pair: queries scoring ``> score_threshold``, best first.
+
+        ``masks`` ``[Q',m,m]`` mask logits, ``scores`` ``[Q']`` detection scores."""
+        queries = (scores > self.score_threshold).nonzero()[:, 0]
+        if queries.numel() == 0:
+            return []
+        order = queries[scores[queries].argsort(descending=True)]  # [k]
+        probabilities = chip_probabilities(masks[order], size, self.chip_size)  # (k,h,w)
+        return [Target(label=label, probability=m, score=s) for m, s in zip(probabilities, scores[order].tolist())]
 
     def _vision_features(self, chips: list[np.ndarray]) -> tuple[tuple[torch.Tensor, ...], list[tuple[int, int]]]:
         """FPN features per level ``[B,D,H_l,W_l]`` and each chip's ``(h, w)``: from the cache where held, the
@@ -211,7 +288,7 @@ class Sam3Segmenter:
             pixels, _ = prepare_chips([chips[b] for b in missing], self.preprocessing, self.device,
                                       self.dtype)  # [M,3,S,S]
             vision = self.model.get_vision_features(pixel_values=pixels)
-            if self._position_encoding is None:
+            if self._position_encoding is None:  # a sine table of the feature shapes only
                 self._position_encoding = tuple(p[:1].clone() for p in vision.fpn_position_encoding)
             for k, b in enumerate(missing):
                 one = torch.tensor([k], device=self.device)  # a gather: each chip's state owns its memory
@@ -219,91 +296,3 @@ class Sam3Segmenter:
                 if self.cache.enabled:
                     self.cache.put(keys[b], "vision", found[b])
         return tuple(torch.cat([f[level] for f in found]) for level in range(len(found[0]))), sizes
-
-
-# ---------------------------------------------------------------------------------------------- loading
-def read_model_type(folder: Path) -> str:
-    """``model_type`` of ``folder/config.json`` (``""`` when absent)."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{folder} has no config.json; it is not a SAM3 checkpoint folder") from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {folder / 'config.json'}: {exc}") from exc
-    return str(config.get("model_type", "")) if isinstance(config, dict) else ""
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" progress bar and no load report from transformers while loading (both restored
-    afterwards): what is wrong with a checkpoint is reported by our own one-line errors instead."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-def load_sam3_segmenter(path: str | Path, device="auto", dtype=None, batch_size: int | None = None,
-                        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                        cache_mb: float | None = None) -> Sam3Segmenter:
-    """Load a SAM3 checkpoint folder (``facebook/sam3``'s layout, see
-    :mod:`~segearth_geo.model.sam3.configuration`) as a :class:`Sam3Segmenter`.
-
-    Args:
-        path: the folder (a hub id is resolved to a folder by the model registry first).
-        device, dtype: ``"auto"`` → CUDA with bf16 when available, else CPU with fp32.
-        batch_size: see :class:`Sam3Segmenter`.
-        score_threshold: detection-score threshold (default 0.5).
-        cache_mb: bound of the per-chip vision-feature cache in MiB (``None``: fits the device, ``0``: off).
-
-    Raises:
-        CheckpointError: the folder is not a complete SAM3 checkpoint (config, weights, tokenizer).
-    """
-    from transformers import AutoTokenizer, Sam3Model
-
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise CheckpointError(f"SAM3 checkpoint folder not found: {folder}")
-    model_type = read_model_type(folder)
-    if model_type not in SAM3_MODEL_TYPES:
-        raise CheckpointError(f"{folder}: config.json has model_type {model_type!r}, not a SAM3 checkpoint "
-                              f"(expected one of {', '.join(SAM3_MODEL_TYPES)})")
-    dev, dt = resolve_device(device, dtype)
-    preprocessing = Sam3Preprocessing.from_folder(folder)
-    with _quiet_transformers():
-        try:
-            model, info = Sam3Model.from_pretrained(folder, dtype=dt, output_loading_info=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot load the SAM3 model from {folder}: {exc}") from exc
-        missing = sorted(str(k) for k in info.get("missing_keys") or ())
-        mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
-        if missing or mismatched:
-            shown = ", ".join(missing[:5] + mismatched[:5])
-            raise CheckpointError(f"{folder}: the SAM3 weights do not match its config.json "
-                                  f"({len(missing)} missing, {len(mismatched)} of the wrong shape: {shown})")
-        # Without its files AutoTokenizer would build an empty CLIP tokenizer: refuse that instead.
-        if not ((folder / "tokenizer.json").is_file() or
-                ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
-            raise CheckpointError(f"{folder}: SAM3's CLIP tokenizer is missing (tokenizer.json, or vocab.json and "
-                                  "merges.txt); download the whole checkpoint folder")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{folder}: cannot load SAM3's CLIP tokenizer: {exc}") from exc
-    vocab_size = int(model.config.text_config.vocab_size)
-    if len(tokenizer) > vocab_size:
-        raise CheckpointError(f"{folder}: the CLIP tokenizer has {len(tokenizer)} tokens but the text encoder only "
-                              f"{vocab_size}; tokenizer and weights do not belong together")
-    segmenter = Sam3Segmenter(model, tokenizer, preprocessing, device=dev, dtype=dt, batch_size=batch_size,
-                              score_threshold=score_threshold, cache_mb=cache_mb)
-    log.info("SAM3 from %s on %s, chip size %d, batch size %d, score threshold %g", folder,
-             segmenter.device_description, segmenter.chip_size, segmenter.batch_size, segmenter.score_threshold)
-    return segmenter

@@ -1,8 +1,8 @@
 """SegEarth-R1: Swin-B + Phi-1.5, one Mask2Former query per prompt from the instruction, no text generation.
 
-Files, in the manner of transformers' ``models/<name>/``: ``configuration`` (typed config + presets),
-``modeling`` (the network, wired from the parts shared with R2), ``prompt`` (templates and ids),
-``image_processing`` (letterbox and its inverse), ``checkpoint`` (the released format), ``segmenter``.
+Files, the same in every backend folder: ``configuration`` (typed config + presets), ``modeling`` (the network,
+wired from :mod:`segearth_geo.model.parts`), ``prompt`` (templates and ids), ``preprocess`` (letterbox and its
+inverse), ``checkpoint`` (the released format), ``segmenter``, ``loading`` (the registry's ``load`` entry).
 Names are imported lazily so that importing this package does not pull in torch.
 """
 
@@ -13,10 +13,10 @@ from segearth_geo.lazy import lazy_exports
 _EXPORTS = {
     "SegEarthR1Config": "segearth_geo.model.segearth_r1.configuration",
     "SegEarthR1": "segearth_geo.model.segearth_r1.modeling",
-    "load_r1_pretrained": "segearth_geo.model.segearth_r1.checkpoint",
-    "save_r1_pretrained": "segearth_geo.model.segearth_r1.checkpoint",
+    "load_pretrained": "segearth_geo.model.segearth_r1.checkpoint",
+    "save_pretrained": "segearth_geo.model.segearth_r1.checkpoint",
     "SegEarthR1Segmenter": "segearth_geo.model.segearth_r1.segmenter",
-    "load_r1_segmenter": "segearth_geo.model.segearth_r1.segmenter",
+    "load": "segearth_geo.model.segearth_r1.loading",
 }
 
 __all__ = sorted(_EXPORTS)

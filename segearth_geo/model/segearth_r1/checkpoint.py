@@ -21,26 +21,32 @@ Loading rules (§8):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.checkpoint_files import Pretrained, load_state_into
-from segearth_geo.model.checkpoint_files import weight_files as shared_weight_files
-from segearth_geo.model.device import _resolve_device_dtype
-from segearth_geo.model.segearth_r1.configuration import OUR_BLOCK, SegEarthR1Config, read_config_json
-from segearth_geo.model.segearth_r1.prompt import PAD_TOKEN, SEG_TOKEN
+from segearth_geo.model.checkpoint_files import (
+    Pretrained,
+    empty_model,
+    load_weights,
+    read_config_json,
+    save_weights,
+    tensor_rows,
+    weight_files,
+)
+from segearth_geo.model.configuration_base import OUR_BLOCK
+from segearth_geo.model.device import resolve_device
+from segearth_geo.model.segearth_r1.configuration import SegEarthR1Config
+from segearth_geo.model.segearth_r1.prompt import PAD_TOKEN
+from segearth_geo.model.tokenizer import SEG_TOKEN
 
 log = logging.getLogger(__name__)
 
 EMBED_KEY = "model.embed_tokens.weight"
-SAFE_NAME, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
-BIN_NAME, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+WEIGHT_FORMATS = ("safetensors", "bin")  # tried in this order
 # Dropped on purpose when loading for inference: R1 never generates text (V × D weights saved).
 MASK_ONLY_DROPPED = ("lm_head.weight",)
 _FUSED = re.compile(r"^(model\.layers\.\d+\.self_attn\.)query_key_value\.(weight|bias)$")
@@ -97,45 +103,8 @@ def ours_to_official(state: dict[str, torch.Tensor], num_heads: int) -> dict[str
     return out
 
 
-# ---------------------------------------------------------------------------------------------- files
-def weight_files(directory: Path) -> list[Path]:
-    """The weight files of a checkpoint folder (safetensors preferred, then ``.bin``), shards in index order."""
-    return shared_weight_files(directory, ("safetensors", "bin"))
-
-
-def read_weights(file: Path) -> dict[str, torch.Tensor]:
-    """All tensors of one weight file on CPU (``.bin`` read with ``weights_only=True``: no code runs)."""
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(file), device="cpu")
-        return torch.load(str(file), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"cannot read weights {file}: {exc}") from exc
-
-
-def _embed_rows(files: list[Path]) -> int:
-    """Rows of ``embed_tokens`` without reading every tensor (safetensors headers; ``.bin`` is loaded)."""
-    for file in files:
-        if file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                with safe_open(str(file), framework="pt") as handle:
-                    if EMBED_KEY in handle.keys():
-                        return int(handle.get_slice(EMBED_KEY).get_shape()[0])
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
-        else:
-            state = read_weights(file)
-            if EMBED_KEY in state:
-                return int(state[EMBED_KEY].shape[0])
-    raise CheckpointError(f"the weights have no {EMBED_KEY}; not a SegEarth-R1 checkpoint")
-
-
 # ---------------------------------------------------------------------------------------------- tokenizer
-def load_r1_tokenizer(directory: Path, vocab_rows: int):
+def load_tokenizer(directory: Path, vocab_rows: int):
     """The checkpoint's tokenizer (slow or fast files) with ``[PAD]`` and ``[SEG]``; returns (tokenizer, pad, seg)."""
     from segearth_geo.model.tokenizer import read_tokenizer_files
 
@@ -168,20 +137,8 @@ def resolve_template(raw_config: dict, directory: Path, template: str | None) ->
     return "reasoning" if any(n in names for n in _REASONING_NAMES) else "referring"
 
 
-def empty_r1_model(config: SegEarthR1Config, device, dtype, lm_head: bool = True):
-    """``SegEarthR1(config)`` with uninitialised storage on ``device`` (no random init); rotary rebuilt."""
-    from segearth_geo.model.segearth_r1.modeling import SegEarthR1
-
-    with torch.device("meta"):
-        model = SegEarthR1(config, lm_head=lm_head)
-    model = model.to_empty(device=device)
-    model.to(dtype=dtype)
-    model.materialize_buffers(device)
-    return model
-
-
-def load_r1_pretrained(directory: str | Path, device=None, dtype=None, template: str | None = None,
-                       lm_head: bool = False) -> Pretrained:
+def load_pretrained(directory: str | Path, device=None, dtype=None, template: str | None = None,
+                    lm_head: bool = False) -> Pretrained:
     """Load a SegEarth-R1 checkpoint folder key for key (rules in the module docstring).
 
     Args:
@@ -193,52 +150,37 @@ def load_r1_pretrained(directory: str | Path, device=None, dtype=None, template:
     Raises:
         CheckpointError: missing files, unknown or missing tensors, wrong shapes, tokenizer mismatch.
     """
+    from segearth_geo.model.segearth_r1.modeling import SegEarthR1
+
     folder = Path(directory)
     if not folder.is_dir():
         raise CheckpointError(f"SegEarth-R1 checkpoint folder not found: {folder}")
-    raw = read_config_json(folder)
+    raw = read_config_json(folder, "a SegEarth-R1 checkpoint directory")
     config = SegEarthR1Config.from_official_dict(raw, template=resolve_template(raw, folder, template))
-    files = weight_files(folder)
-    rows = _embed_rows(files)
+    files = weight_files(folder, WEIGHT_FORMATS)
+    rows = tensor_rows(files, EMBED_KEY, folder, "SegEarth-R1")
     if rows != config.vocab_size:
         log.warning("config.json says vocab_size=%d but %s has %d rows; using %d", config.vocab_size, EMBED_KEY,
                     rows, rows)
-    tokenizer, pad_id, seg_id = load_r1_tokenizer(folder, rows)
+    tokenizer, pad_id, seg_id = load_tokenizer(folder, rows)
     config = SegEarthR1Config.from_dict({**config.to_dict(), "vocab_size": rows, "pad_token_id": pad_id,
                                          "seg_token_id": seg_id})
-    dev, dt = _resolve_device_dtype(device, dtype)
-    model = empty_r1_model(config, dev, dt, lm_head=lm_head)
+    dev, dt = resolve_device(device or "cpu", dtype or torch.float32)
+    model = empty_model(lambda: SegEarthR1(config, lm_head=lm_head), dev, dt)
     dropped = () if lm_head else MASK_ONLY_DROPPED
-    loaded: set[str] = set()
-    for file in files:
-        state = official_to_ours(read_weights(file), config.text.num_attention_heads)
-        state = {k: v for k, v in state.items() if k not in dropped}
-        load_state_into(model, state, str(file), loaded)
-    missing = sorted(set(model.state_dict()) - loaded)
-    if missing:
-        raise CheckpointError(f"{folder}: {len(missing)} model tensors are missing from the checkpoint, "
-                              f"e.g. {missing[:5]}")
+
+    def convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        state = official_to_ours(state, config.text.num_attention_heads)
+        return {k: v for k, v in state.items() if k not in dropped}
+
+    load_weights(model, files, folder, convert)
     model.eval()
     return Pretrained(model=model, tokenizer=tokenizer, path=folder)
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def _shards(state: dict[str, torch.Tensor], limit: int) -> Iterator[dict[str, torch.Tensor]]:
-    shard: dict[str, torch.Tensor] = {}
-    size = 0
-    for key, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shard and size + nbytes > limit:
-            yield shard
-            shard, size = {}, 0
-        shard[key] = tensor
-        size += nbytes
-    if shard:
-        yield shard
-
-
-def save_r1_pretrained(model, directory: str | Path, *, fused_qkv: bool = True, safe_serialization: bool = True,
-                       max_shard_size: int = 5 * 10**9, dtype: torch.dtype | None = None) -> Path:
+def save_pretrained(model, directory: str | Path, *, fused_qkv: bool = True, safe_serialization: bool = True,
+                    max_shard_size: int = 5 * 10**9, dtype: torch.dtype | None = None) -> Path:
     """Write ``config.json`` and the weights in the released layout (tokenizer files are the caller's).
 
     Args:
@@ -255,28 +197,5 @@ def save_r1_pretrained(model, directory: str | Path, *, fused_qkv: bool = True, 
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     if fused_qkv:
         state = ours_to_official(state, model.config.text.num_attention_heads)
-    shards = list(_shards(state, max_shard_size))
-    ext, single, index_name = ((".safetensors", SAFE_NAME, SAFE_INDEX) if safe_serialization
-                               else (".bin", BIN_NAME, BIN_INDEX))
-
-    def write(tensors: dict[str, torch.Tensor], path: Path) -> None:
-        if safe_serialization:
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(path), metadata={"format": "pt"})
-        else:
-            torch.save(tensors, str(path))
-
-    if len(shards) == 1:
-        write(shards[0], out / single)
-        return out
-    prefix = "model" if safe_serialization else "pytorch_model"
-    weight_map, total = {}, 0
-    for k, shard in enumerate(shards, start=1):
-        name = f"{prefix}-{k:05d}-of-{len(shards):05d}{ext}"
-        write(shard, out / name)
-        weight_map.update({key: name for key in shard})
-        total += sum(t.numel() * t.element_size() for t in shard.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out / index_name).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    save_weights(state, out, max_shard_size, safe_serialization)
     return out

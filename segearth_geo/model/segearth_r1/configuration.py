@@ -18,18 +18,13 @@ file without the block is read as the released preset with the file's Phi fields
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from segearth_geo.errors import CheckpointError, UsageError
-from segearth_geo.model.branch_configuration import MaskConfig, TextConfig
+from segearth_geo.errors import CheckpointError
+from segearth_geo.model.branch_configuration import TINY_MASK, TINY_TEXT, MaskConfig, TextConfig
+from segearth_geo.model.configuration_base import OUR_BLOCK, ConfigBase
 
-CONFIG_NAME = "config.json"
-OUR_BLOCK = "segearth_geo"
 MODEL_TYPE = "llava_phi"
 TEMPLATES = ("referring", "reasoning")
 # Projector type names the official builder accepted for the compression connector (§3).
@@ -68,8 +63,29 @@ class DescriptionConfig:
     num_seg_queries: int = 100  # rows of the checkpoint-only ``seg_query``
 
 
+# Phi-1.5 (spec §2.1); dropouts 0 as expected for phi-1.5.
+PHI15_TEXT: dict[str, Any] = {
+    "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
+    "partial_rotary_factor": 0.5, "rope_theta": 10000.0, "layer_norm_eps": 1e-5, "hidden_act": "gelu_new",
+    "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0, "max_position_embeddings": 2048,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "segearth-r1": {},
+    # Same code paths, tiny widths. S = 256: res5 8×8 → connector 4×4 → 2×2 = 4 image tokens; Swin window 3
+    # pads at every stage (64/32/16/8 → 66/33/18/9).
+    "tiny": {
+        "vocab_size": 402,
+        "max_length": 512,
+        "text": dict(TINY_TEXT),
+        "mask": {**TINY_MASK, "image_size": 256},
+        "description": {"connector_dim": 64, "dim": 32, "heads": 2, "dim_head": 16, "num_seg_queries": 4},
+    },
+}
+
+
 @dataclass
-class SegEarthR1Config:
+class SegEarthR1Config(ConfigBase):
     """Everything that sizes a SegEarth-R1 network; see the module docstring for presets.
 
     ``pad_token_id`` / ``seg_token_id`` are the ``[PAD]`` / ``[SEG]`` ids (read from the checkpoint's tokenizer
@@ -77,7 +93,13 @@ class SegEarthR1Config:
     ``"reasoning"`` for EarthReason).
     """
 
-    text: TextConfig = field(default_factory=lambda: TextConfig(**_PHI15_TEXT))
+    title: ClassVar[str] = "SegEarth-R1"
+    sub_configs: ClassVar[dict[str, type]] = {"text": TextConfig, "mask": MaskConfig,
+                                              "description": DescriptionConfig}
+    sub_defaults: ClassVar[dict[str, dict[str, Any]]] = {"text": PHI15_TEXT, "mask": {"pad_value": 0}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+
+    text: TextConfig = field(default_factory=lambda: TextConfig(**PHI15_TEXT))
     mask: MaskConfig = field(default_factory=lambda: MaskConfig(pad_value=0))
     description: DescriptionConfig = field(default_factory=DescriptionConfig)
     vocab_size: int = 50297  # V: rows of embed_tokens and lm_head (nothing is generated: no EOS is needed)
@@ -88,16 +110,11 @@ class SegEarthR1Config:
     refer_token_index: int = -204
     max_length: int = 2048
 
-    def __post_init__(self) -> None:
-        for name, cls in (("text", TextConfig), ("mask", MaskConfig), ("description", DescriptionConfig)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, _sub_from_dict(cls, value))
+    def _derive(self) -> None:
         if self.pad_token_id is None:
             self.pad_token_id = self.vocab_size - 2
         if self.seg_token_id is None:
             self.seg_token_id = self.vocab_size - 1
-        self.validate()
 
     @property
     def grid_sizes(self) -> tuple[int, int, int]:
@@ -111,63 +128,20 @@ class SegEarthR1Config:
         """Visual tokens spliced into the LLM sequence (64 at S = 1024)."""
         return self.grid_sizes[2] ** 2
 
-    def validate(self) -> None:
-        """Raise :class:`UsageError` for sizes the network cannot be built with."""
+    def _problems(self) -> list[str]:
         problems = []
-        t, m, d = self.text, self.mask, self.description
         if self.template not in TEMPLATES:
             problems.append(f"template must be one of {TEMPLATES}, not {self.template!r}")
-        for name in ("pad_token_id", "seg_token_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                problems.append(f"{name} {getattr(self, name)} outside [0, {self.vocab_size})")
-        if t.hidden_size % t.num_attention_heads:
-            problems.append("text.hidden_size must be a multiple of text.num_attention_heads")
-        if d.connector_dim != t.hidden_size:
-            problems.append(f"description.connector_dim ({d.connector_dim}) must equal text.hidden_size "
-                            f"({t.hidden_size}): the connector's tokens enter the LLM")
-        if len(m.swin_depths) != 4 or len(m.swin_num_heads) != 4:
-            problems.append("mask.swin_depths and mask.swin_num_heads need 4 stages")
-        elif any(w % h for w, h in zip(m.swin_dims, m.swin_num_heads)):
-            problems.append("each Swin stage width must be a multiple of its head count")
-        if m.image_size % 32:
-            problems.append(f"mask.image_size ({m.image_size}) must be a multiple of 32")
-        if m.hidden_dim % m.norm_groups or m.hidden_dim % m.encoder_heads or m.hidden_dim % m.decoder_heads:
-            problems.append("mask.hidden_dim must be a multiple of norm_groups, encoder_heads and decoder_heads")
-        if problems:
-            raise UsageError("invalid SegEarthR1Config: " + "; ".join(problems))
+        for name, value in (("pad_token_id", self.pad_token_id), ("seg_token_id", self.seg_token_id)):
+            if not 0 <= value < self.vocab_size:
+                problems.append(f"{name} {value} outside [0, {self.vocab_size})")
+        problems += self.text.problems()
+        if self.description.connector_dim != self.text.hidden_size:
+            problems.append(f"description.connector_dim ({self.description.connector_dim}) must equal "
+                            f"text.hidden_size ({self.text.hidden_size}): the connector's tokens enter the LLM")
+        return problems + self.mask.problems()
 
-    # ------------------------------------------------------------------ presets
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> SegEarthR1Config:
-        """Build a named preset; ``overrides`` replace top-level fields, sub-config fields as dicts
-        (``from_preset("tiny", mask={"image_size": 128})``)."""
-        if name not in _PRESETS:
-            raise UsageError(f"unknown SegEarth-R1 preset {name!r}; choose one of {sorted(_PRESETS)}")
-        data = copy.deepcopy(_PRESETS[name])
-        for key, value in overrides.items():
-            if key in ("text", "mask", "description") and isinstance(value, dict):
-                data.setdefault(key, {}).update(value)
-            else:
-                data[key] = value
-        return cls.from_dict(data)
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegEarthR1Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UsageError(f"unknown SegEarthR1Config fields: {sorted(unknown)}")
-        data = copy.deepcopy(data)
-        for name, defaults in (("text", _PHI15_TEXT), ("mask", {"pad_value": 0})):
-            if isinstance(data.get(name), dict):
-                data[name] = {**defaults, **data[name]}
-        return cls(**data)
-
+    # ------------------------------------------------------------------ config.json
     def to_official_dict(self) -> dict[str, Any]:
         """``config.json`` as the official training writes it (spec §3), plus our block."""
         t = self.text
@@ -176,21 +150,8 @@ class SegEarthR1Config:
             "architectures": ["segearth_r1"],
             "model_type": MODEL_TYPE,
             "vocab_size": self.vocab_size,
-            "hidden_size": t.hidden_size,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_hidden_layers,
-            "num_attention_heads": t.num_attention_heads,
-            "partial_rotary_factor": t.partial_rotary_factor,
-            "rope_theta": t.rope_theta,
+            **t.official_fields(),
             "rope_scaling": None,
-            "hidden_act": t.hidden_act,
-            "layer_norm_eps": t.layer_norm_eps,
-            "max_position_embeddings": t.max_position_embeddings,
-            "resid_pdrop": t.resid_pdrop,
-            "embd_pdrop": t.embd_pdrop,
-            "attention_dropout": t.attention_dropout,
-            "qk_layernorm": False,
-            "tie_word_embeddings": False,
             "bos_token_id": 1,
             "eos_token_id": 2,
             "initializer_range": 0.02,
@@ -242,56 +203,5 @@ class SegEarthR1Config:
         return cls.from_preset("segearth-r1", vocab_size=int(data["vocab_size"]), text=text,
                                description={"connector_dim": int(data.get("projector_outdim", 4096))}, **extra)
 
-    def save_json(self, directory: str | Path) -> Path:
-        """Write ``config.json`` (official layout + our block) into ``directory``; return its path."""
-        path = Path(directory) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_official_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
 
-
-def read_config_json(directory: str | Path) -> dict[str, Any]:
-    """The raw ``config.json`` dict of a checkpoint directory."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"no {CONFIG_NAME} in {directory}; a SegEarth-R1 checkpoint directory needs one")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
-
-
-def _sub_from_dict(cls, data: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise UsageError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-# Phi-1.5 (spec §2.1); dropouts 0 as expected for phi-1.5.
-_PHI15_TEXT: dict[str, Any] = {
-    "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
-    "partial_rotary_factor": 0.5, "rope_theta": 10000.0, "layer_norm_eps": 1e-5, "hidden_act": "gelu_new",
-    "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0, "max_position_embeddings": 2048,
-}
-
-_PRESETS: dict[str, dict[str, Any]] = {
-    "segearth-r1": {},
-    # Same code paths, tiny widths. S = 256: res5 8×8 → connector 4×4 → 2×2 = 4 image tokens; Swin window 3
-    # pads at every stage (64/32/16/8 → 66/33/18/9).
-    "tiny": {
-        "vocab_size": 402,
-        "max_length": 512,
-        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "max_position_embeddings": 512},
-        "mask": {"image_size": 256, "swin_embed_dim": 16, "swin_depths": (2, 2, 2, 2),
-                 "swin_num_heads": (1, 2, 2, 4), "swin_window_size": 3, "swin_drop_path_rate": 0.1,
-                 "hidden_dim": 32, "norm_groups": 8, "encoder_layers": 1, "encoder_ffn_dim": 64,
-                 "encoder_heads": 2, "encoder_points": 2, "decoder_layers": 3, "decoder_heads": 2,
-                 "decoder_ffn_dim": 64, "num_queries": 4},
-        "description": {"connector_dim": 64, "dim": 32, "heads": 2, "dim_head": 16, "num_seg_queries": 4},
-    },
-}
-
-PRESET_NAMES = tuple(_PRESETS)
+PRESET_NAMES = tuple(PRESETS)

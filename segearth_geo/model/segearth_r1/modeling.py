@@ -4,7 +4,7 @@ Module tree = checkpoint key names (§2, after the fused Phi ``query_key_value``
 
     seg_query                     [100, D] checkpoint-only (use_seg_query is False upstream)
     model                         Phi-1.5 (embed_tokens [V, D], layers, final_layernorm) plus
-      .vision_tower               Swin-B (shared with R2: segearth_geo.model.swin)
+      .vision_tower               Swin-B (shared with R2: segearth_geo.model.parts.swin)
       .mm_projector               compression connector (res5 → T_img tokens)
     lm_head                       Linear(D → V), no bias; checkpoint-only here (R1 generates no text)
     text_projector                Linear(D → d)
@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from segearth_geo.errors import UsageError
-from segearth_geo.model.mask_decoder import MLP, MaskPredictions, MultiScaleMaskedTransformerDecoder
-from segearth_geo.model.phi import PhiLanguageModel
-from segearth_geo.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelFeatures
+from segearth_geo.model.parts.mask_decoder import MLP, MaskPredictions, MultiScaleMaskedTransformerDecoder
+from segearth_geo.model.parts.phi import PhiLanguageModel
+from segearth_geo.model.parts.pixel_decoder import MSDeformAttnPixelDecoder, PixelFeatures
+from segearth_geo.model.parts.swin import SwinTransformer
 from segearth_geo.model.segearth_r1.configuration import SegEarthR1Config
-from segearth_geo.model.swin import SwinTransformer
 
 
 @dataclass

@@ -21,13 +21,9 @@ import re
 from dataclasses import dataclass
 
 from segearth_geo.errors import UsageError
+from segearth_geo.model.tokenizer import LLAMA2_SYSTEM as SYSTEM
 
-SYSTEM = (
-    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
-    "user provides, and assist the user with a variety of tasks using natural language."
-)
 TASK_WORDS = {"referring": "Referring", "reasoning": "Reasoning"}
-SEG_TOKEN = "[SEG]"
 PAD_TOKEN = "[PAD]"
 ANSWER_TEXT = "SegEarth-R1 does not generate text; the mask comes from the instruction in one forward pass."
 

@@ -22,21 +22,19 @@ one-pass forward of :class:`~segearth_geo.model.segearth_r1.modeling.SegEarthR1`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from segearth_geo.errors import ModelError, UsageError
-from segearth_geo.model.batching import in_batches
-from segearth_geo.model.device import describe_device, resolve_device
-from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
-from segearth_geo.model.pixel_decoder import PixelFeatures
-from segearth_geo.model.segearth_r1.image_processing import Letterbox, letterbox_image, uncrop_logits
+from segearth_geo.model.base import SegmenterBase
+from segearth_geo.model.image_cache import chip_key
+from segearth_geo.model.parts.pixel_decoder import PixelFeatures
+from segearth_geo.model.prefix_cache import left_padded_block, per_chip, stack_chips
+from segearth_geo.model.segearth_r1.preprocess import Letterbox, letterbox_image, uncrop_logits
 from segearth_geo.model.segearth_r1.prompt import ANSWER_TEXT, EncodedPrompt, encode_prompt, prompt_label, prompt_text
 from segearth_geo.prediction import ChipPrediction, Target
 
@@ -56,76 +54,58 @@ class _MaskState:
     pixels: PixelFeatures
 
 
-class SegEarthR1Segmenter:
+class SegEarthR1Segmenter(SegmenterBase):
     """The :class:`~segearth_geo.prediction.Segmenter` for SegEarth-R1 (``chip_size`` = the canvas side S).
 
     Args:
         model: a ``SegEarthR1`` (moved to ``device``/``dtype`` and put in eval mode here).
         tokenizer: its tokenizer (with ``[PAD]`` and ``[SEG]``).
-        device, dtype: see :func:`~segearth_geo.model.device.resolve_device`.
-        batch_size: chips per forward pass (default 8 on CUDA, 1 on CPU; halved on CUDA out-of-memory).
+        device, dtype, batch_size, cache_mb: see :class:`~segearth_geo.model.base.SegmenterBase` (default batch 8
+            on CUDA, 1 elsewhere). A chip that comes back with another prompt reuses its image tokens, its
+            mask-branch features and its LLM prefix key/values (see the module docstring).
         template: ``"referring"`` or ``"reasoning"``; default: the checkpoint's (``model.config.template``).
-        cache_mb: bound of the per-chip image-state cache in MiB (``None``: a default that fits the device,
-            ``0``: no cache). A chip that comes back with another prompt reuses its image tokens, its mask-branch
-            features and its LLM prefix key/values (see the module docstring).
     """
+
+    name = "segearth-r1"
+    capabilities = frozenset({"image_cache", "predict"})
+    cuda_batch_size, cpu_batch_size = 8, 1
+    cache_tiers = ("vision", "mask", "prefix")
 
     def __init__(self, model, tokenizer, device="auto", dtype=None, batch_size: int | None = None,
                  template: str | None = None, cache_mb: float | None = None) -> None:
-        self.device, self.dtype = resolve_device(device, dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        super().__init__(model, chip_size=model.config.mask.image_size, device=device, dtype=dtype,
+                         batch_size=batch_size, cache_mb=cache_mb)
         self.tokenizer = tokenizer
-        self.config = model.config
         self.template = template or self.config.template
         prompt_text(self.template)  # an unknown template fails here, not at the first chip
-        self.chip_size = int(self.config.mask.image_size)
-        self.batch_size = int(batch_size or (8 if self.device.type == "cuda" else 1))
-        if self.batch_size < 1:
-            raise UsageError("batch_size must be >= 1")
-        if cache_mb is not None and cache_mb < 0:
-            raise UsageError(f"cache_mb must be >= 0 MiB (0: no cache), got {cache_mb}")
-        self.cache = ImageCache(default_cache_bytes(self.device) if cache_mb is None else int(cache_mb * 2**20),
-                                tier_order=("vision", "mask", "prefix"))
         # Preprocessing that shapes the cached state: fixed per segmenter (the template joins the prefix key).
-        self._cache_salt = f"segearth-r1|{self.chip_size}|{self.dtype}"
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device="auto", dtype=None, batch_size: int | None = None,
-                        template: str | None = None, cache_mb: float | None = None) -> SegEarthR1Segmenter:
-        """Load a checkpoint folder (:func:`~segearth_geo.model.segearth_r1.checkpoint.load_r1_pretrained`)."""
-        from segearth_geo.model.segearth_r1.checkpoint import load_r1_pretrained
-
-        dev, dt = resolve_device(device, dtype)
-        loaded = load_r1_pretrained(path, device=dev, dtype=dt, template=template)
-        log.info("SegEarth-R1 from %s on %s (%s), %s template", loaded.path, dev, str(dt).replace("torch.", ""),
-                 loaded.model.config.template)
-        return cls(loaded.model, loaded.tokenizer, device=dev, dtype=dt, batch_size=batch_size, cache_mb=cache_mb)
-
-    @property
-    def device_description(self) -> str:
-        return describe_device(self.device, self.dtype)
-
-    def cache_stats(self) -> dict:
-        """Hits, misses (per tier), bytes and items of the image-state cache (logged by the engine after a run)."""
-        return self.cache.stats().to_dict()
+        self._cache_salt = f"{self.name}|{self.chip_size}|{self.dtype}"
 
     # ------------------------------------------------------------------------------------------ public API
     def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]:
         """The Segmenter protocol: one prediction (one target) per chip, masks at each chip's own size."""
+        self.check_chips(chips)
         return self.predict(list(chips), [prompt] * len(chips))
 
-    def predict(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[ChipPrediction]:
-        """One prediction per ``(image, instruction)``; images of any size (letterboxed to S)."""
+    def predict(self, images: Sequence[np.ndarray], prompts: Sequence[str],
+                answers: Sequence[str] | None = None) -> list[ChipPrediction]:
+        """One prediction per ``(image, instruction)``; images of any size (letterboxed to S).
+
+        SegEarth-R1 generates no text, so there is nothing to teacher-force: ``answers`` must be ``None``.
+        """
+        if answers is not None:
+            raise UsageError("SegEarth-R1 generates no answer text, so it takes no answers to teacher-force; "
+                             "evaluate it with mode 'generate'")
         if len(images) != len(prompts):
             raise UsageError("predict() needs as many prompts as images")
-        return in_batches(self, len(images), lambda start, stop: self._predict_batch(images[start:stop],
-                                                                                 prompts[start:stop]))
+        return self.in_batches(len(images), lambda start, stop: self._predict_batch(images[start:stop],
+                                                                                   prompts[start:stop]))
 
     def mask_logits(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> tuple[torch.Tensor, list[Letterbox]]:
         """Canvas logits ``[B, 1, S/4, S/4]`` (float32, CPU) and each image's letterbox — one batch, image state
         from the cache where held."""
         cfg = self.config
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             prepared = [letterbox_image(np.asarray(im), self.chip_size, cfg.mask.pixel_mean, cfg.mask.pixel_std,
                                         self.device) for im in images]
             keys = [chip_key(np.asarray(im), self._cache_salt) for im in images]
@@ -154,11 +134,6 @@ class SegEarthR1Segmenter:
             return out.pred_masks.float().cpu(), [p[1] for p in prepared]
 
     # ------------------------------------------------------------------------------------------ internals
-    def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
-        return contextlib.nullcontext()
-
     def _image_state(self, keys: list[str], canvases: list[torch.Tensor],
                      need_tokens: list[int]) -> tuple[dict[int, _MaskState], dict[int, torch.Tensor]]:
         """Per chip its :class:`_MaskState`, and for the chips ``need_tokens`` their image tokens ``[T_img, D]``:
@@ -219,40 +194,27 @@ class SegEarthR1Segmenter:
                                                                          device=self.device),
                          position_ids=torch.arange(length, device=self.device).expand(batch, -1), cache=cache,
                          use_cache=True)
-        return [[(layer.keys[k], layer.values[k]) for layer in cache.layers] for k in range(batch)]
+        return per_chip(cache)
 
     def _refer_states(self, states: list, refer_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The refer spans on top of the chips' prefix key/values → hidden ``[B, W, D]`` and refer mask ``[B, W]``.
 
         Each span is **left**-padded inside its own block of width W (every prefix is at ``0..L_p-1``), positions
         ``L_p + 0..n_b-1``, padding masked out of the attention and of the mean."""
-        from transformers import DynamicCache
-
         cfg = self.config
-        kv = [(torch.stack([s[layer][0] for s in states]), torch.stack([s[layer][1] for s in states]))
-              for layer in range(len(states[0]))]  # each [B, H, L_p, d]
-        cache = DynamicCache(ddp_cache_data=kv, config=self.model.model.config)
-        prefix_length = kv[0][0].shape[2]
-        batch, width = len(refer_ids), max(len(r) for r in refer_ids)
+        prefix_length = states[0][0][0].shape[1]
+        width = max(len(r) for r in refer_ids)
         if prefix_length + width > cfg.max_length:
             raise UsageError(f"a spliced sequence has {prefix_length + width} positions, more than "
                              f"max_length={cfg.max_length}; shorten the instruction")
-        ids = torch.full((batch, width), cfg.pad_token_id, dtype=torch.long, device=self.device)
-        mask = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-        positions = torch.zeros(batch, width, dtype=torch.long, device=self.device)
         for b, refer in enumerate(refer_ids):
-            n = len(refer)
-            row = torch.tensor(refer, dtype=torch.long, device=self.device)
-            if row.min() < 0 or row.max() >= cfg.vocab_size:
+            if min(refer) < 0 or max(refer) >= cfg.vocab_size:
                 raise UsageError(f"sample {b} has refer ids outside [0, {cfg.vocab_size})")
-            ids[b, width - n:] = row
-            mask[b, width - n:] = 1
-            positions[b, width - n:] = prefix_length + torch.arange(n, device=self.device)
-        attention_mask = torch.cat([torch.ones(batch, prefix_length, dtype=torch.long, device=self.device), mask],
-                                   dim=1)  # [B, L_p + W]
-        out = self.model.model(inputs_embeds=self.model.model.embed_tokens(ids), attention_mask=attention_mask,
-                               position_ids=positions, cache=cache, use_cache=True)
-        return out.last_hidden_state, mask.bool()
+        block = left_padded_block(refer_ids, prefix_length, cfg.pad_token_id, self.device)
+        out = self.model.model(inputs_embeds=self.model.model.embed_tokens(block.ids),
+                               attention_mask=block.attention_mask, position_ids=block.positions,
+                               cache=stack_chips(states, self.model.model.config), use_cache=True)
+        return out.last_hidden_state, block.mask.bool()
 
     def _predict_batch(self, images, prompts) -> list[ChipPrediction]:
         logits, boxes = self.mask_logits(images, prompts)
@@ -263,9 +225,3 @@ class SegEarthR1Segmenter:
                                           targets=[Target(label=prompt_label(prompt), probability=probability)]))
         return results
 
-
-def load_r1_segmenter(path: str | Path, device: str = "auto", dtype=None, batch_size: int | None = None,
-                      template: str | None = None, cache_mb: float | None = None) -> SegEarthR1Segmenter:
-    """Registry entry point: a local SegEarth-R1 folder → a ready segmenter (``cache_mb``: see the class)."""
-    return SegEarthR1Segmenter.from_pretrained(path, device=device, dtype=dtype, batch_size=batch_size,
-                                               template=template, cache_mb=cache_mb)

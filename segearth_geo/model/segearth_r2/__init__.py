@@ -1,9 +1,9 @@
 """SegEarth-R2: SigLIP + Phi-2 generate an answer, one Mask2Former query per ``[SEG]`` token it emits.
 
-Files, in the manner of transformers' ``models/<name>/``: ``configuration`` (typed config + presets),
-``modeling`` (the network, wired from the parts shared with R1), ``siglip`` (vision tower and projector),
-``prompt`` (templates and ids), ``preprocess`` (resize and bottom/right padding), ``checkpoint`` (the merged
-release format and the Mipha + Mask2Former components), ``segmenter``.
+Files, the same in every backend folder: ``configuration`` (typed config + presets), ``modeling`` (the network,
+wired from :mod:`segearth_geo.model.parts`; ``siglip``: its vision tower and projector), ``prompt`` (templates
+and ids), ``preprocess`` (resize and bottom/right padding), ``checkpoint`` (the merged release format and the
+Mipha + Mask2Former components), ``segmenter``, ``loading`` (the registry's ``load`` entry).
 Names are imported lazily so that importing this package does not pull in torch.
 """
 
@@ -18,6 +18,7 @@ _EXPORTS = {
     "save_pretrained": "segearth_geo.model.segearth_r2.checkpoint",
     "init_from_components": "segearth_geo.model.segearth_r2.checkpoint",
     "SegEarthR2Segmenter": "segearth_geo.model.segearth_r2.segmenter",
+    "load": "segearth_geo.model.segearth_r2.loading",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,66 +23,23 @@ from typing import Any
 import torch
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.checkpoint_files import Pretrained, load_state_into, weight_files
-from segearth_geo.model.device import _resolve_device_dtype
+from segearth_geo.model.checkpoint_files import (
+    Pretrained,
+    empty_model,
+    load_state_into,
+    load_weights,
+    save_weights,
+    tensor_rows,
+    weight_files,
+)
+from segearth_geo.model.device import resolve_device
+from segearth_geo.model.hub import local_or_download
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 EMBED_KEY = "model.embed_tokens.weight"
-
-
-# ---------------------------------------------------------------------------------------------- resolving
-def resolve_checkpoint_dir(path_or_repo_id: str | Path) -> Path:
-    """A local checkpoint directory, or a Hugging Face repo id downloaded / found in the local cache."""
-    text = str(path_or_repo_id)
-    local = Path(text).expanduser()
-    if local.is_dir():
-        return local
-    if local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise CheckpointError(
-            f"checkpoint directory not found: {local.resolve()} (expected a folder with config.json and "
-            f"{WEIGHTS_NAME} or {INDEX_NAME} + shards, or a Hugging Face repo id 'owner/name')"
-        )
-    from segearth_geo.model.registry import download  # one hub resolver for every backend
-
-    return download(text)
-
-
-def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
-                    shapes[key] = tuple(handle.get_slice(key).get_shape())
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
-    return shapes
-
-
-# ---------------------------------------------------------------------------------------------- building
-def empty_model(config, device, dtype):
-    """``SegEarthR2(config)`` with uninitialised storage on ``device`` (no random init), in ``dtype``.
-
-    Non-persistent buffers are recomputed here; persistent tensors must then be loaded by the caller.
-    """
-    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
-
-    with torch.device("meta"):
-        model = SegEarthR2(config)
-    model = model.to_empty(device=device)
-    model.to(dtype=dtype)
-    model.materialize_buffers(device)
-    persistent = set(model.state_dict())
-    for name, _ in model.named_buffers():
-        if name not in persistent and name.rsplit(".", 1)[-1] not in ("inv_freq", "original_inv_freq", "position_ids"):
-            raise CheckpointError(f"the non-persistent buffer {name!r} is not rebuilt after loading; add it to "
-                                  "SegEarthR2.materialize_buffers")
-    return model
 
 
 def _load_tokenizer_for(directory: Path, vocab_rows: int):
@@ -101,7 +58,8 @@ def load_pretrained(path_or_repo_id: str | Path, device=None, dtype=None) -> Pre
     """Load a merged SegEarth-R2 checkpoint (official layout or ours) key for key.
 
     Args:
-        path_or_repo_id: a checkpoint directory, or a Hugging Face repo id (``owner/name``).
+        path_or_repo_id: a checkpoint directory, or a Hugging Face repo id (``owner/name``, see
+            :mod:`segearth_geo.model.hub`).
         device: target device (default CPU).
         dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or their names.
     Returns:
@@ -112,46 +70,25 @@ def load_pretrained(path_or_repo_id: str | Path, device=None, dtype=None) -> Pre
     import dataclasses
 
     from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
+    from segearth_geo.model.segearth_r2.modeling import SegEarthR2
 
-    directory = resolve_checkpoint_dir(path_or_repo_id)
-    dev, dt = _resolve_device_dtype(device, dtype)
+    directory = local_or_download(path_or_repo_id, f"config.json and {WEIGHTS_NAME} or {INDEX_NAME} + shards")
+    dev, dt = resolve_device(device or "cpu", dtype or torch.float32)
     config = SegEarthR2Config.from_json(directory)
     files = weight_files(directory)
-    shapes = _tensor_shapes(files)
-    if EMBED_KEY not in shapes:
-        raise CheckpointError(f"{directory}: the weights have no {EMBED_KEY}; not a SegEarth-R2 checkpoint")
-    rows = shapes[EMBED_KEY][0]
+    rows = tensor_rows(files, EMBED_KEY, directory, "SegEarth-R2")
     if rows != config.vocab_size:
         log.warning("config.json says vocab_size=%d but %s has %d rows; using %d",
                     config.vocab_size, EMBED_KEY, rows, rows)
         config = dataclasses.replace(config, vocab_size=rows, seg_token_id=rows - 1)
     tokenizer = _load_tokenizer_for(directory, rows)
-    model = empty_model(config, dev, dt)
-    from safetensors.torch import load_file
-
-    loaded: set[str] = set()
-    for file in files:
-        load_state_into(model, load_file(str(file), device="cpu"), str(file), loaded)
-    missing = sorted(set(model.state_dict()) - loaded)
-    if missing:
-        raise CheckpointError(
-            f"{directory}: {len(missing)} model tensors are missing from the checkpoint, e.g. {missing[:5]}"
-        )
+    model = empty_model(lambda: SegEarthR2(config), dev, dt)
+    load_weights(model, files, directory)
     model.eval()
     return Pretrained(model=model, tokenizer=tokenizer, path=directory)
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def _parse_size(size: int | str) -> int:
-    if isinstance(size, int):
-        return size
-    text = size.strip().upper()
-    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
-
-
 def save_pretrained(model, tokenizer, directory: str | Path, max_shard_size: int | str = "5GB") -> Path:
     """Write ``model`` + ``tokenizer`` in the official merged layout; return the directory.
 
@@ -160,8 +97,6 @@ def save_pretrained(model, tokenizer, directory: str | Path, max_shard_size: int
     ``model.safetensors.index.json``), tokenizer files and ``added_tokens.json`` (with ``[SEG]``).
     Tensors keep their dtype.
     """
-    from safetensors.torch import save_file
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = model.config
@@ -172,30 +107,8 @@ def save_pretrained(model, tokenizer, directory: str | Path, max_shard_size: int
                   "pad_token_id": config.pad_token_id, "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
 
-    limit = _parse_size(max_shard_size)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key, tensor in model.state_dict().items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > limit:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor.detach().to("cpu").contiguous().clone()
-        size += nbytes
-    for stale in list(out.glob("model*.safetensors")) + [out / INDEX_NAME]:
-        stale.unlink(missing_ok=True)
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], str(out / WEIGHTS_NAME), metadata=metadata)
-    else:
-        weight_map, total = {}, 0
-        for k, shard in enumerate(shards, start=1):
-            name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(out / name), metadata=metadata)
-            weight_map.update({key: name for key in shard})
-            total += sum(t.numel() * t.element_size() for t in shard.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    state = {key: tensor.detach().to("cpu").contiguous().clone() for key, tensor in model.state_dict().items()}
+    save_weights(state, out, max_shard_size)
     tokenizer.save_pretrained(str(out))
     specials = set(tokenizer.all_special_tokens)
     added_vocab = sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1])
@@ -344,7 +257,7 @@ def init_from_components(mipha_dir: str | Path, mask2former_pkl: str | Path, con
         config = SegEarthR2Config.from_preset("segearth-r2-3b", vocab_size=rows)
     elif config.vocab_size != rows:
         config = dataclasses.replace(config, vocab_size=rows, seg_token_id=rows - 1)
-    dev, dt = _resolve_device_dtype(device, dtype)
+    dev, dt = resolve_device(device or "cpu", dtype or torch.float32)
     torch.manual_seed(seed)
     with torch.device(dev):
         model = SegEarthR2(config)

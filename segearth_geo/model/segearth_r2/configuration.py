@@ -17,18 +17,12 @@ preset with the file's ``vocab_size``.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from segearth_geo.errors import CheckpointError, UsageError
-from segearth_geo.model.branch_configuration import MaskConfig, TextConfig, _sub_from_dict
-
-CONFIG_NAME = "config.json"
-OUR_BLOCK = "segearth_geo"
+from segearth_geo.errors import CheckpointError
+from segearth_geo.model.branch_configuration import TINY_MASK, TINY_TEXT, MaskConfig, TextConfig
+from segearth_geo.model.configuration_base import OUR_BLOCK, ConfigBase
 
 
 @dataclass
@@ -81,9 +75,47 @@ class VisionConfig:
         )
 
 
+# Presets as plain dicts over the defaults (the defaults are the 3B sizes).
+PRESETS: dict[str, dict[str, Any]] = {
+    "segearth-r2-3b": {},
+    # Same code paths, tiny widths. Swin window 3 on a 128 px canvas pads at every stage
+    # (32/16/8/4 -> 33/18/9/6); SigLIP 56 px / patch 14 -> 16 image tokens.
+    "tiny": {
+        "vocab_size": 500,
+        "lm_head_size": 512,
+        "eos_token_id": 0,
+        "max_length": 512,
+        "vision": {"image_size": 56, "patch_size": 14, "hidden_size": 32, "intermediate_size": 64,
+                   "num_hidden_layers": 3, "num_attention_heads": 2},
+        "text": dict(TINY_TEXT),
+        "mask": {**TINY_MASK, "image_size": 128},
+    },
+    # A CPU-trainable size (~5 M parameters): S = 256, SigLIP 112 px (64 image tokens).
+    "demo": {
+        "vocab_size": 2048,
+        "lm_head_size": 2048,
+        "eos_token_id": 0,
+        "max_length": 512,
+        "vision": {"image_size": 112, "patch_size": 14, "hidden_size": 96, "intermediate_size": 256,
+                   "num_hidden_layers": 4, "num_attention_heads": 4},
+        "text": {"hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
+                 "num_attention_heads": 6, "resid_pdrop": 0.0, "max_position_embeddings": 512},
+        "mask": {"image_size": 256, "swin_embed_dim": 24, "swin_depths": (2, 2, 2, 2),
+                 "swin_num_heads": (1, 2, 4, 8), "swin_window_size": 7, "swin_drop_path_rate": 0.0,
+                 "hidden_dim": 64, "norm_groups": 16, "encoder_layers": 2, "encoder_ffn_dim": 256,
+                 "encoder_heads": 4, "encoder_points": 4, "decoder_layers": 3, "decoder_heads": 4,
+                 "decoder_ffn_dim": 256, "num_queries": 4},
+    },
+}
+
+
 @dataclass
-class SegEarthR2Config:
+class SegEarthR2Config(ConfigBase):
     """Everything that sizes a SegEarth-R2 network; see the module docstring for presets."""
+
+    title: ClassVar[str] = "SegEarth-R2"
+    sub_configs: ClassVar[dict[str, type]] = {"vision": VisionConfig, "text": TextConfig, "mask": MaskConfig}
+    presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -100,82 +132,33 @@ class SegEarthR2Config:
     # prompt template (segearth_geo.model.segearth_r2.prompt.TEMPLATES); absent from a config.json = the default
     template: str = "training"
 
-    def __post_init__(self) -> None:
-        for name, cls in (("vision", VisionConfig), ("text", TextConfig), ("mask", MaskConfig)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, _sub_from_dict(cls, value))
+    def _derive(self) -> None:
         if self.pad_token_id is None:
             self.pad_token_id = self.eos_token_id
         if self.seg_token_id is None:
             self.seg_token_id = self.vocab_size - 1
-        self.validate()
 
     @property
     def num_image_tokens(self) -> int:
         return self.vision.num_image_tokens
 
-    def validate(self) -> None:
-        """Raise :class:`UsageError` for sizes the network cannot be built with."""
+    def _problems(self) -> list[str]:
         problems = []
         if self.lm_head_size < self.vocab_size:
             problems.append(f"lm_head_size ({self.lm_head_size}) < vocab_size ({self.vocab_size})")
         if not 0 <= self.seg_token_id < self.vocab_size:
             problems.append(f"seg_token_id {self.seg_token_id} outside [0, {self.vocab_size})")
-        t, v, m = self.text, self.vision, self.mask
-        if t.hidden_size % t.num_attention_heads:
-            problems.append("text.hidden_size must be a multiple of text.num_attention_heads")
-        if v.hidden_size % v.num_attention_heads:
+        problems += self.text.problems()
+        if self.vision.hidden_size % self.vision.num_attention_heads:
             problems.append("vision.hidden_size must be a multiple of vision.num_attention_heads")
-        if len(m.swin_depths) != 4 or len(m.swin_num_heads) != 4:
-            problems.append("mask.swin_depths and mask.swin_num_heads need 4 stages")
-        elif any(d % h for d, h in zip(m.swin_dims, m.swin_num_heads)):
-            problems.append("each Swin stage width must be a multiple of its head count")
-        if m.image_size % 32:
-            problems.append(f"mask.image_size ({m.image_size}) must be a multiple of 32")
-        if m.hidden_dim % m.norm_groups or m.hidden_dim % m.encoder_heads or m.hidden_dim % m.decoder_heads:
-            problems.append("mask.hidden_dim must be a multiple of norm_groups, encoder_heads and decoder_heads")
-        if m.hidden_dim % 4:
-            problems.append("mask.hidden_dim must be a multiple of 4 (sine position encoding: sin/cos per axis)")
+        problems += self.mask.problems()
         from segearth_geo.model.segearth_r2.prompt import TEMPLATE_NAMES
 
         if self.template not in TEMPLATE_NAMES:
             problems.append(f"template must be one of {', '.join(TEMPLATE_NAMES)}, not {self.template!r}")
-        if problems:
-            raise UsageError("invalid SegEarthR2Config: " + "; ".join(problems))
+        return problems
 
-    # ------------------------------------------------------------------ presets
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> SegEarthR2Config:
-        """Build a named preset; ``overrides`` replace top-level fields or sub-config fields.
-
-        Sub-config fields are given as dicts, e.g. ``from_preset("tiny", mask={"image_size": 256})``.
-        """
-        if name not in _PRESETS:
-            raise UsageError(f"unknown SegEarth-R2 preset {name!r}; choose one of {sorted(_PRESETS)}")
-        data = copy.deepcopy(_PRESETS[name])
-        for key, value in overrides.items():
-            if key in ("vision", "text", "mask") and isinstance(value, dict):
-                data.setdefault(key, {}).update(value)
-            elif isinstance(value, (VisionConfig, TextConfig, MaskConfig)):
-                data[key] = dataclasses.asdict(value)
-            else:
-                data[key] = value
-        return cls.from_dict(data)
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegEarthR2Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UsageError(f"unknown SegEarthR2Config fields: {sorted(unknown)}")
-        return cls(**copy.deepcopy(data))
-
+    # ------------------------------------------------------------------ config.json
     def to_official_dict(self) -> dict[str, Any]:
         """``config.json`` content in the official merged layout (spec §15) plus our own block."""
         t, v = self.text, self.vision
@@ -183,21 +166,8 @@ class SegEarthR2Config:
             "architectures": ["SegEarthR2"],
             "model_type": "mipha_phi",
             "vocab_size": self.vocab_size,
-            "hidden_size": t.hidden_size,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_hidden_layers,
-            "num_attention_heads": t.num_attention_heads,
+            **t.official_fields(),
             "num_key_value_heads": t.num_attention_heads,
-            "hidden_act": t.hidden_act,
-            "partial_rotary_factor": t.partial_rotary_factor,
-            "rope_theta": t.rope_theta,
-            "layer_norm_eps": t.layer_norm_eps,
-            "resid_pdrop": t.resid_pdrop,
-            "embd_pdrop": t.embd_pdrop,
-            "attention_dropout": t.attention_dropout,
-            "max_position_embeddings": t.max_position_embeddings,
-            "qk_layernorm": False,
-            "tie_word_embeddings": False,
             "bos_token_id": self.eos_token_id,
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
@@ -242,64 +212,5 @@ class SegEarthR2Config:
             overrides["vision"] = {"select_layer": int(data["mm_vision_select_layer"])}
         return cls.from_preset("segearth-r2-3b", **overrides)
 
-    def save_json(self, directory: str | Path) -> Path:
-        """Write ``config.json`` (official layout + our block) into ``directory``; return its path."""
-        path = Path(directory) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_official_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
 
-    @classmethod
-    def from_json(cls, directory_or_file: str | Path) -> SegEarthR2Config:
-        """Read ``config.json`` from a checkpoint directory (or the file itself)."""
-        path = Path(directory_or_file)
-        if path.is_dir():
-            path = path / CONFIG_NAME
-        if not path.is_file():
-            raise CheckpointError(f"no {CONFIG_NAME} at {path}; a SegEarth-R2 checkpoint directory needs one")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
-        return cls.from_official_dict(data)
-
-
-# Presets as plain dicts over the defaults (the defaults are the 3B sizes).
-_PRESETS: dict[str, dict[str, Any]] = {
-    "segearth-r2-3b": {},
-    # Same code paths, tiny widths. Swin window 3 on a 128 px canvas pads at every stage
-    # (32/16/8/4 -> 33/18/9/6); SigLIP 56 px / patch 14 -> 16 image tokens.
-    "tiny": {
-        "vocab_size": 500,
-        "lm_head_size": 512,
-        "eos_token_id": 0,
-        "max_length": 512,
-        "vision": {"image_size": 56, "patch_size": 14, "hidden_size": 32, "intermediate_size": 64,
-                   "num_hidden_layers": 3, "num_attention_heads": 2},
-        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                 "num_attention_heads": 4, "max_position_embeddings": 512},
-        "mask": {"image_size": 128, "swin_embed_dim": 16, "swin_depths": (2, 2, 2, 2),
-                 "swin_num_heads": (1, 2, 2, 4), "swin_window_size": 3, "swin_drop_path_rate": 0.1,
-                 "hidden_dim": 32, "norm_groups": 8, "encoder_layers": 1, "encoder_ffn_dim": 64,
-                 "encoder_heads": 2, "encoder_points": 2, "decoder_layers": 3, "decoder_heads": 2,
-                 "decoder_ffn_dim": 64, "num_queries": 4},
-    },
-    # A CPU-trainable size (~5 M parameters): S = 256, SigLIP 112 px (64 image tokens).
-    "demo": {
-        "vocab_size": 2048,
-        "lm_head_size": 2048,
-        "eos_token_id": 0,
-        "max_length": 512,
-        "vision": {"image_size": 112, "patch_size": 14, "hidden_size": 96, "intermediate_size": 256,
-                   "num_hidden_layers": 4, "num_attention_heads": 4},
-        "text": {"hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
-                 "num_attention_heads": 6, "resid_pdrop": 0.0, "max_position_embeddings": 512},
-        "mask": {"image_size": 256, "swin_embed_dim": 24, "swin_depths": (2, 2, 2, 2),
-                 "swin_num_heads": (1, 2, 4, 8), "swin_window_size": 7, "swin_drop_path_rate": 0.0,
-                 "hidden_dim": 64, "norm_groups": 16, "encoder_layers": 2, "encoder_ffn_dim": 256,
-                 "encoder_heads": 4, "encoder_points": 4, "decoder_layers": 3, "decoder_heads": 4,
-                 "decoder_ffn_dim": 256, "num_queries": 4},
-    },
-}
-
-PRESET_NAMES = tuple(_PRESETS)
+PRESET_NAMES = tuple(PRESETS)

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from segearth_geo.errors import UsageError
-from segearth_geo.model.mask_decoder import MaskPredictions, MultiScaleMaskedTransformerDecoder
-from segearth_geo.model.phi import PhiLanguageModel
-from segearth_geo.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelFeatures
+from segearth_geo.model.parts.mask_decoder import MaskPredictions, MultiScaleMaskedTransformerDecoder
+from segearth_geo.model.parts.phi import PhiLanguageModel
+from segearth_geo.model.parts.pixel_decoder import MSDeformAttnPixelDecoder, PixelFeatures
+from segearth_geo.model.parts.swin import SwinTransformer
 from segearth_geo.model.segearth_r2.configuration import SegEarthR2Config
 from segearth_geo.model.segearth_r2.siglip import SiglipVisionTower, build_projector
-from segearth_geo.model.swin import SwinTransformer
 
 
 @dataclass

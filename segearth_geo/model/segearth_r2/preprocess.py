@@ -1,5 +1,5 @@
 """Both image branches from one ``uint8`` RGB array (spec §3); the crop-back of mask logits (§7) is the shared
-:func:`segearth_geo.model.crop_back.crop_back`.
+:func:`segearth_geo.model.parts.crop_back.crop_back`.
 
 Notation: H×W the chip's own size, S the mask canvas side (``config.mask.image_size``), s the SigLIP side
 (``config.vision.image_size``), (newh, neww) the resized size inside the canvas.
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segearth_geo.errors import UsageError
+from segearth_geo.model.base import rgb_uint8
 
 
 @dataclass
@@ -45,22 +45,13 @@ def resized_size(height: int, width: int, canvas: int) -> tuple[int, int]:
     return int(math.floor(new_h + 0.5)), int(math.floor(new_w + 0.5))
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
-    array = np.asarray(rgb)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise UsageError(f"expected a uint8 RGB array (H, W, 3), got dtype {array.dtype} shape {array.shape}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise UsageError(f"empty image of shape {array.shape}")
-    return np.ascontiguousarray(array)
-
-
 def prepare_images(rgb: np.ndarray, config, device: torch.device | str | None = None) -> PreparedImage:
     """Both branches of spec §3 from one ``uint8`` ``(H, W, 3)`` RGB array (``config``: SegEarthR2Config).
 
     Resizing is done by PIL on ``uint8`` (bilinear / bicubic as in the official pipeline); the float
     normalisation runs on ``device`` (default CPU), so a GPU segmenter ships only ``uint8`` pixels.
     """
-    array = _check_rgb(rgb)
+    array = rgb_uint8(rgb)
     height, width = array.shape[:2]
     image = Image.fromarray(array)
     side = config.vision.image_size

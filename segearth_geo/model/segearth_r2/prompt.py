@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass
 
 from segearth_geo.errors import UsageError
-from segearth_geo.model.tokenizer import SEG_TOKEN, encode_text, encode_user_text, seg_token_id
+from segearth_geo.model.tokenizer import LLAMA2_SYSTEM, SEG_TOKEN, encode_text, encode_user_text, seg_token_id
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -58,10 +58,6 @@ USER_MESSAGE_VISION_TAGS = (
     "Segmentation according to the following instruction:\n<refer> <|assistant|>"
 )
 ASSISTANT_HEADER = " ASSISTANT: "
-LLAMA2_SYSTEM = (
-    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
-    "user provides, and assist the user with a variety of tasks using natural language."
-)
 PREFIX_REASONING = (
     "This is an image \n<image>\n, please doing Reasoning Segmentation according to the following instruction:"
 )

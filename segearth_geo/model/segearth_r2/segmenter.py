@@ -25,18 +25,17 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from segearth_geo.errors import ModelError, UsageError
-from segearth_geo.model.batching import in_batches
-from segearth_geo.model.crop_back import crop_back
-from segearth_geo.model.device import describe_device, resolve_device
-from segearth_geo.model.image_cache import ImageCache, chip_key, default_cache_bytes
-from segearth_geo.model.pixel_decoder import PixelFeatures
+from segearth_geo.model.base import SegmenterBase
+from segearth_geo.model.image_cache import chip_key
+from segearth_geo.model.parts.crop_back import crop_back
+from segearth_geo.model.parts.pixel_decoder import PixelFeatures
+from segearth_geo.model.prefix_cache import left_padded_block, per_chip, stack_chips
 from segearth_geo.model.segearth_r2.preprocess import PreparedImage, prepare_images
 from segearth_geo.model.segearth_r2.prompt import (
     answer_from_generated,
@@ -78,78 +77,50 @@ class _Generation:
     lengths: torch.Tensor
 
 
-class SegEarthR2Segmenter:
+class SegEarthR2Segmenter(SegmenterBase):
     """The :class:`~segearth_geo.prediction.Segmenter` for SegEarth-R2 (``chip_size`` = ``config.mask.image_size``).
 
     Args:
         model: a ``SegEarthR2`` (moved to ``device``/``dtype`` and put in eval mode here).
         tokenizer: its tokenizer (``[SEG]`` = V − 1).
-        device, dtype: see :func:`resolve_device`.
-        batch_size: chips per forward pass (halved automatically on CUDA out-of-memory).
+        device, dtype, batch_size, cache_mb: see :class:`~segearth_geo.model.base.SegmenterBase` (default batch
+            16 on CUDA, 2 elsewhere). A chip that comes back with another prompt reuses its SigLIP tokens, its
+            LLM prefix key/values and its mask features from the image cache.
         max_new_tokens: generation limit per chip.
         seg_pass: how the final-sequence forward that yields the ``[SEG]`` states is run: ``"cache"`` (default)
             feeds all generated ids at once on top of the prompt's KV cache, ``"full"`` re-runs prompt +
             generated ids from scratch. Both are the same teacher-forced pass (equal up to float noise).
-        cache_mb: bound of the per-chip image-state cache in MiB (:mod:`~segearth_geo.model.image_cache`;
-            ``None``: a default that fits the device, ``0``: no cache). A chip that comes back with another
-            prompt reuses its SigLIP tokens, its LLM prefix key/values and its mask features.
         template: prompt template name (:data:`~segearth_geo.model.segearth_r2.prompt.TEMPLATES`); default: the
             checkpoint's (``model.config.template``).
     """
+
+    name = "segearth-r2"
+    capabilities = frozenset({"image_cache", "predict"})
+    cuda_batch_size, cpu_batch_size = 16, 2
+    cache_tiers = ("vision", "mask", "prefix")
 
     def __init__(self, model, tokenizer, device="auto", dtype=None, batch_size: int | None = None,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seg_pass: str = "cache",
                  cache_mb: float | None = None, template: str | None = None) -> None:
         if seg_pass not in ("cache", "full"):
             raise UsageError(f"seg_pass must be 'cache' or 'full', not {seg_pass!r}")
-        self.seg_pass = seg_pass
-        self.device, self.dtype = resolve_device(device, dtype)
+        if max_new_tokens < 1:
+            raise UsageError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         # SegEarthR2 keeps the rotary inv_freq in fp32 through dtype casts by itself.
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        super().__init__(model, chip_size=model.config.mask.image_size, device=device, dtype=dtype,
+                         batch_size=batch_size, cache_mb=cache_mb)
+        self.seg_pass = seg_pass
         self.tokenizer = tokenizer
-        self.config = model.config
         self.template = get_template(template or self.config.template).name  # an unknown name fails here
         if len(tokenizer) != self.config.vocab_size:
             raise ModelError(f"tokenizer length {len(tokenizer)} != model vocab_size {self.config.vocab_size}")
-        self.chip_size = int(self.config.mask.image_size)
-        self.batch_size = int(batch_size or (16 if self.device.type == "cuda" else 2))
-        if self.batch_size < 1 or max_new_tokens < 1:
-            raise UsageError("batch_size and max_new_tokens must be >= 1")
         self.max_new_tokens = int(max_new_tokens)
         self.stage_times: StageTimes | None = None  # set to StageTimes() to profile (benchmarks)
         # Benchmarks only: ignore EOS and generate exactly this many ids, the last one forced to [SEG]
         # (so random weights still exercise one target per chip and the trailing-[SEG] path).
         self.forced_answer_length: int | None = None
-        if cache_mb is not None and cache_mb < 0:
-            raise UsageError(f"cache_mb must be >= 0 MiB (0: no cache), got {cache_mb}")
-        self.cache = ImageCache(default_cache_bytes(self.device) if cache_mb is None else int(cache_mb * 2**20),
-                                tier_order=("vision", "mask", "prefix"))
         # Preprocessing that shapes the cached state: fixed per segmenter, part of every key anyway.
-        self._cache_salt = f"segearth-r2|{self.chip_size}|{self.dtype}|{self.template}"
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device="auto", dtype=None, batch_size: int | None = None,
-                        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                        cache_mb: float | None = None, template: str | None = None) -> SegEarthR2Segmenter:
-        """Load a checkpoint directory or repo id (:func:`~segearth_geo.model.segearth_r2.checkpoint.load_pretrained`);
-        ``template`` overrides the checkpoint's prompt template."""
-        if template is not None:
-            get_template(template)  # fail before loading the weights
-        from segearth_geo.model.segearth_r2.checkpoint import load_pretrained
-
-        dev, dt = resolve_device(device, dtype)
-        loaded = load_pretrained(path, device=dev, dtype=dt)
-        log.info("SegEarth-R2 from %s on %s (%s)", loaded.path, dev, str(dt).replace("torch.", ""))
-        return cls(loaded.model, loaded.tokenizer, device=dev, dtype=dt, batch_size=batch_size,
-                   max_new_tokens=max_new_tokens, cache_mb=cache_mb, template=template)
-
-    @property
-    def device_description(self) -> str:
-        return describe_device(self.device, self.dtype)
-
-    def cache_stats(self) -> dict:
-        """Hits, misses (per tier), bytes and items of the image-state cache (logged by the engine after a run)."""
-        return self.cache.stats().to_dict()
+        self._cache_salt = f"{self.name}|{self.chip_size}|{self.dtype}|{self.template}"
 
     # ------------------------------------------------------------------------------------------ public API
     def segment(self, chips: Sequence[np.ndarray], prompt: str) -> list[ChipPrediction]:
@@ -161,10 +132,8 @@ class SegEarthR2Segmenter:
         """Predict each ``(image, prompt)``; with ``answers`` the given answers' ``[SEG]``s make the masks."""
         if len(images) != len(prompts) or (answers is not None and len(answers) != len(images)):
             raise UsageError("predict() needs as many prompts (and answers) as images")
-        for image in images:
-            if max(np.shape(image)[:2]) > self.chip_size:
-                raise UsageError(f"chip of shape {np.shape(image)} exceeds chip_size {self.chip_size}")
-        return in_batches(self, len(images), lambda start, stop: self._predict_batch(
+        self.check_chips(images)
+        return self.in_batches(len(images), lambda start, stop: self._predict_batch(
             images[start:stop], prompts[start:stop], None if answers is None else answers[start:stop]))
 
     # ------------------------------------------------------------------------------------------ stages
@@ -182,14 +151,9 @@ class SegEarthR2Segmenter:
         self.stage_times.seconds[name] += time.perf_counter() - began
         self.stage_times.calls[name] += 1
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
-        return contextlib.nullcontext()
-
     @torch.inference_mode()
     def _predict_batch(self, images, prompts, answers) -> list[ChipPrediction]:
-        with self._autocast():
+        with self.autocast():
             with self._stage("preprocess"):
                 prepared = [prepare_images(np.asarray(image), self.config, self.device) for image in images]
                 keys = [chip_key(np.asarray(image), self._cache_salt) for image in images]
@@ -262,8 +226,7 @@ class SegEarthR2Segmenter:
             inputs = self.model.build_inputs([row] * len(missing), embeds)  # [M,L_p,D], all real positions
             cache = DynamicCache(config=self.model.model.config)
             self._llm(inputs.inputs_embeds, inputs.attention_mask, inputs.position_ids, cache)
-            for k, b in enumerate(missing):
-                state = [(layer.keys[k], layer.values[k]) for layer in cache.layers]
+            for b, state in zip(missing, per_chip(cache)):
                 if self.cache.enabled:
                     state = [(key.clone(), value.clone()) for key, value in state]
                     self.cache.put(keys[b], "prefix", state)
@@ -279,33 +242,18 @@ class SegEarthR2Segmenter:
         with a real id and the prefix state of one chip is valid in any batch. Position ids of real ids are
         contiguous (``L_p + 0..n_b-1``); padding is masked out. Returns ``(hidden [B,W,D], cache, mask, lengths)``.
         """
-        from transformers import DynamicCache
-
         prefix = prompt_ids[0][: starts[0]]
         if any(ids[:start] != prefix for ids, start in zip(prompt_ids, starts)):
             raise ModelError("the prompt template gave different prefixes for different instructions")
         states, cache = self._prefix_states(prefix, keys, prepared)
         with self._stage("prefill"):
             if cache is None:  # some chips came from the image cache: stack every chip's prefix state
-                kv = [(torch.stack([s[layer][0] for s in states]), torch.stack([s[layer][1] for s in states]))
-                      for layer in range(len(states[0]))]  # each [B,H,L_p,d]
-                cache = DynamicCache(ddp_cache_data=kv, config=self.model.model.config)
-            prefix_length = states[0][0][0].shape[1]
-            suffixes = [ids[start:] for ids, start in zip(prompt_ids, starts)]
-            counts = torch.tensor([len(x) for x in suffixes], dtype=torch.long, device=self.device)  # [B]
-            width, batch = int(counts.max()), len(suffixes)
-            ids = torch.full((batch, width), self.config.pad_token_id, dtype=torch.long, device=self.device)
-            mask = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-            positions = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-            for b, suffix in enumerate(suffixes):
-                n = len(suffix)
-                ids[b, width - n:] = torch.tensor(suffix, dtype=torch.long, device=self.device)
-                mask[b, width - n:] = 1
-                positions[b, width - n:] = prefix_length + torch.arange(n, device=self.device)
-            attention_mask = torch.cat([torch.ones(batch, prefix_length, dtype=torch.long, device=self.device),
-                                        mask], dim=1)  # [B,L_p+W]
-            hidden, cache = self._llm(self.model.model.embed_tokens(ids), attention_mask, positions, cache)
-        return hidden, cache, attention_mask, prefix_length + counts
+                cache = stack_chips(states, self.model.model.config)
+            block = left_padded_block([ids[start:] for ids, start in zip(prompt_ids, starts)],
+                                      states[0][0][0].shape[1], self.config.pad_token_id, self.device)
+            hidden, cache = self._llm(self.model.model.embed_tokens(block.ids), block.attention_mask, block.positions,
+                                      cache)
+        return hidden, cache, block.attention_mask, block.lengths
 
     def _answer_text(self, generated: list[int]) -> str:
         eos = self.config.eos_token_id

@@ -2,7 +2,7 @@
 (encode + HTTP + decode), bytes on the wire per chip, and throughput with 1, 4 and 8 concurrent clients and the
 server's batch sizes reached.
 
-    python benchmarks/serve.py                      # the numpy test segmenter (256-px chips) and the demo model
+    python benchmarks/serve.py                      # a numpy colour segmenter (256-px chips) and the demo model
     python benchmarks/serve.py --chips 32 --skip-demo
 
 Each server is a real ``segearth-geo serve`` subprocess on 127.0.0.1 (a free port), stopped at the end. Clients are
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
 import urllib.request
@@ -22,12 +21,32 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from segearth_geo.prediction import ChipPrediction, Target
+from segearth_geo.serve.local import LocalServer as Server
+from segearth_geo.serve.wire import encode_request, encode_response
 
-from serve_support import Server  # noqa: E402
+HERE = Path(__file__).resolve()
 
-from segearth_geo.serve.wire import encode_request, encode_response  # noqa: E402
+
+class ColourSegmenter:
+    """No model work: per chip one target per colour, probability = that channel / 255 where it is the largest
+    (so the wire carries real, varied probabilities); 256-px chips."""
+
+    chip_size = 256
+
+    def segment(self, chips, prompt):
+        found = []
+        for chip in chips:
+            rgb = np.asarray(chip, dtype=np.float32)
+            top = rgb.argmax(axis=2)
+            found.append(ChipPrediction("[SEG] [SEG]", [Target(name, np.where(top == k, rgb[..., k] / 255.0, 0.0))
+                                                         for k, name in ((0, "red"), (2, "blue"))]))
+        return found
+
+
+def colour() -> ColourSegmenter:
+    """The factory the benchmark's server loads (``--model benchmarks/serve.py:colour``)."""
+    return ColourSegmenter()
 
 
 def chips(size: int, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -99,8 +118,8 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=32)
     parser.add_argument("--skip-demo", action="store_true")
     args = parser.parse_args()
-    bench_model("numpy test segmenter (tests/serve_models.py:smooth_big)", f"{REPO}/tests/serve_models.py:smooth_big",
-                "red and blue", args.chips, [])
+    bench_model("numpy colour segmenter (benchmarks/serve.py:colour)", f"{HERE}:colour", "red and blue", args.chips,
+                [])
     if not args.skip_demo:
         bench_model("demo model (SegEarth-R2 demo preset, CPU)", "demo", "all the buildings", max(8, args.chips // 4),
                     ["--device", "cpu"])

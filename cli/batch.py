@@ -17,8 +17,17 @@ from segearth_geo_cli.options import load_options, load_params, option_for, segm
 
 from segearth_geo.batch.config import BatchOptions
 
-# A job has no bbox (its --aoi does that); --allow-large replaces --max-chips; no raster outputs (issue 19).
+# A job has no bbox (its --aoi does that); --allow-large replaces --max-chips; its raster outputs are file names
+# written in each scene's results folder (options of their own below).
 NOT_BATCH = ("bbox", "bbox_crs", "max_chips", "raster_out", "labels_out")
+RASTER_OPTIONS = (
+    click.option("--raster-out", "raster_out", metavar="NAME.tif",
+                 help="Also write each scene's stitched probability (one float32 band per prompt) as "
+                      "results/<scene>/NAME.tif, a Cloud-Optimized GeoTIFF."),
+    click.option("--labels-out", "labels_out", metavar="NAME.tif",
+                 help="Also write each scene's polygon ids (one int32 band per prompt, the id column of its "
+                      "files) as results/<scene>/NAME.tif."),
+)
 
 
 def read_prompts_file(path: str) -> list[str]:
@@ -49,6 +58,8 @@ def batch_options(func):
 @click.option("--prompts-file", metavar="F", help="UTF-8 file with one prompt per line ('#' lines ignored).")
 @load_options()
 @segment_options(exclude=NOT_BATCH)
+@RASTER_OPTIONS[0]
+@RASTER_OPTIONS[1]
 @batch_options
 @click.option("--json-progress", is_flag=True, hidden=True,
               help="Print progress events and the final report as JSON lines on stdout.")

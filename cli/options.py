@@ -48,11 +48,13 @@ def option_for(cls: type, name: str, default: Any = MISSING, callback: Callable 
     flag = rule.flag or "--" + name.replace("_", "-")
     if rule.kind == "flag":
         return click.option(flag, name, is_flag=True, default=bool(default), help=rule.help)
-    kind = click.Choice(rule.choices) if rule.kind == "choice" else _CLICK_TYPES.get(rule.kind, click.STRING)
+    # A choice with a metavar of its own (dtype: its aliases are accepted, not listed) is checked by its rule.
+    listed = rule.kind == "choice" and rule.metavar is None
+    kind = click.Choice(rule.choices) if listed else _CLICK_TYPES.get(rule.kind, click.STRING)
     if isinstance(default, tuple):
         default = ",".join(str(v) for v in default)
     return click.option(flag, name, type=kind, default=default, show_default=default is not None,
-                        metavar=None if rule.kind == "choice" else rule.metavar, help=rule.help, callback=callback)
+                        metavar=None if listed else rule.metavar, help=rule.help, callback=callback)
 
 
 def _apply(func: Callable, options: Iterable[Callable]) -> Callable:

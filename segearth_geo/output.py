@@ -21,6 +21,7 @@ Provenance: :func:`with_provenance` gives every row its ``source`` (the scene), 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ import re
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import geopandas as gpd
 import numpy as np
@@ -126,6 +127,25 @@ def temporary_path(target: Path, suffix: str | None = None) -> Path:
     """A fresh hidden temporary name beside ``target`` (ends in ``suffix``, default the target's)."""
     ending = suffix if suffix is not None else (target.suffix.lower() or ".gpkg")
     return target.with_name(f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{ending}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb", suffix: str | None = None) -> Iterator[IO]:
+    """Write ``path`` through a temporary file beside it: ``with atomic_file(p) as handle: handle.write(...)``.
+
+    On success the file is flushed, fsynced and renamed onto ``path`` (readers see the old file or the whole new
+    one); on any failure (Ctrl-C included) the temporary is removed. Its name carries the host and process id,
+    so a later run removes it after a ``kill -9`` (:func:`remove_stale_temporaries`).
+    """
+    tmp = temporary_path(Path(path), suffix)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

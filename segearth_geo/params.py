@@ -305,7 +305,7 @@ class SegmentParams(Checked):
         help="Refuse a job of more chips than this before any work (0: no limit)."))
     # How the area is looked at (issue 22, segearth_geo.zoom): every chip, or an overview first.
     strategy: str = param("grid", Rule(
-        "choice", "grid, zoom or auto", choices=("grid", "zoom", "auto"), metavar="S",
+        "choice", "grid, zoom or auto", choices=("grid", "zoom", "auto"),
         help="grid: every chip at full resolution (default). zoom: look at a downscaled overview of the whole "
              "area first, then at full resolution only where it saw the target (one answer for instance-level "
              "instructions such as 'the largest airplane'; fewer chips for sparse targets). auto: zoom for "
@@ -404,7 +404,7 @@ class LoadOptions(Checked):
         "text", "auto, cpu, cuda, cuda:N or mps", pattern=DEVICE_PATTERN, metavar="D",
         help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."))
     dtype: str | None = param(None, Rule(
-        "choice", "a compute dtype", choices=tuple(DTYPE_ALIASES), metavar="T",
+        "choice", "a compute dtype", choices=tuple(DTYPE_ALIASES), metavar="float32|bfloat16|float16",
         help="Compute dtype: float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 elsewhere)."))
     batch_size: int | None = param(None, Rule(
         "count", "a positive number of chips", low=1, metavar="N",

@@ -144,6 +144,12 @@ class SceneReader:
                 self._lut = self._stretch(np.broadcast_to(values, (3, 1, values.size)))[:, 0, :]
                 self._lut_offset = -int(np.iinfo(dtype).min)
 
+    def regrid(self, scene: Scene) -> SceneReader:
+        """A reader of another processing grid over the same dataset (``scene``: this one's, with another size and
+        transform, e.g. a coarser level of the zoom strategy): same bands, stretch and validity rules. The dataset
+        is shared: use the readers one at a time."""
+        return SceneReader(self._dataset, scene)
+
     def _stretch(self, data: np.ndarray) -> np.ndarray:
         """Source values ``(3, h, w)`` -> uint8 with the scene stretch."""
         scaled = (data.astype(np.float64) - self._lo) * self._scale + 0.5

@@ -102,7 +102,6 @@ class RasterOutputs:
         self.targets = {kind: Path(os.fspath(p)).expanduser() for kind, p in
                         (("probability", probability), ("labels", labels)) if p is not None}
         self.tags = dict(tags or {})
-        self._lock = threading.Lock()
         self._temporaries: list[Path] = []
         self._ready: dict[str, Path] = {}
         # a run that fails (or is cancelled) before commit() leaves nothing: the temporaries go with this object
@@ -111,17 +110,11 @@ class RasterOutputs:
         self._work_path = self._temporary(first, ".work.tif")
         # The work file: the probabilities per prompt (float32, -1 = not segmented/invalid), or with labels only,
         # the validity (uint8, 0 = invalid): what finish() needs.
-        self._bands = len(self.prompts) if "probability" in self.targets else 1
-        dtype = "float32" if "probability" in self.targets else "uint8"
         try:
-            self._work = rasterio.open(
-                self._work_path, "w", driver="GTiff", width=scene.width, height=scene.height, count=self._bands,
-                dtype=dtype, crs=scene.crs, transform=scene.transform, tiled=True, blockxsize=BLOCK,
-                blockysize=BLOCK, nodata=PROBABILITY_NODATA if dtype == "float32" else 0, SPARSE_OK=True,
-                BIGTIFF="IF_SAFER")
-        except rasterio.errors.RasterioError as exc:
+            self._work = CoreWriter(self._work_path, scene, self.prompts, "probability" in self.targets)
+        except OutputError:
             _remove(self._temporaries)
-            raise OutputError(f"cannot write the raster outputs beside {first}: {exc}") from exc
+            raise
 
     def _temporary(self, target: Path, suffix: str) -> Path:
         path = temporary_path(target, suffix)
@@ -132,28 +125,15 @@ class RasterOutputs:
     def tap(self, index: int, stitcher: Any) -> _Tap:
         """What the pipeline feeds instead of prompt ``index``'s stitcher: it adds each chip to the stitcher and
         writes the chip core's probabilities (or validity) to the work file."""
-        return _Tap(self, index, stitcher)
+        return _Tap(self._work, index, stitcher)
 
     def taps(self, stitchers: list[Any]) -> list[_Tap]:
         return [self.tap(k, s) for k, s in enumerate(stitchers)]
 
-    def _write_core(self, index: int, chip: Any, targets: list[Any], valid: np.ndarray) -> None:
-        core = chip.core_in_chip
-        rows = slice(int(core.row_off), int(core.row_off + core.height))
-        cols = slice(int(core.col_off), int(core.col_off + core.width))
-        valid_core = valid[rows, cols]
-        if "probability" in self.targets:
-            prob = np.zeros((int(core.height), int(core.width)), dtype=np.float32)  # (core_h, core_w)
-            for target in targets:
-                np.maximum(prob, np.asarray(target.probability[rows, cols], dtype=np.float32), out=prob)
-            prob[~valid_core] = PROBABILITY_NODATA
-            band, data = index + 1, prob
-        elif index == 0:
-            band, data = 1, valid_core.astype(np.uint8)
-        else:
-            return
-        with self._lock:
-            self._work.write(data, band, window=chip.core)
+    def paste(self, shard: str | os.PathLike, region: Window | None = None) -> None:
+        """Copy what a batch unit wrote (its :class:`CoreWriter` file over the same grid, within ``region``) into
+        the work file: only the pixels the unit owned (elsewhere its file holds nodata), block by block."""
+        self._work.paste(shard, region)
 
     # ------------------------------------------------------------------------------------------ after the run
     def finish(self, segments: Any) -> None:
@@ -260,11 +240,86 @@ def _remove(paths: list[Path]) -> None:
             name.unlink(missing_ok=True)
 
 
-class _Tap:
-    """A stitcher seen through :class:`RasterOutputs`: the pipeline calls :meth:`add` and reads ``threshold``."""
+class CoreWriter:
+    """The values of each segmented chip's core written into a tiled GeoTIFF over the whole processing grid: per
+    prompt the probability (float32, the maximum over the prompt's targets, -1 where invalid or never segmented),
+    or with ``probability`` false the validity (uint8: 1 valid, 0 nodata). Only the core, the part a chip
+    owns, is written (the stitcher's rule), so there are no seams. Sparse: untouched blocks take no space. The
+    work file of :class:`RasterOutputs`, and a batch unit's raster shard (then renamed into place by the unit).
 
-    def __init__(self, outputs: RasterOutputs, index: int, stitcher: Any) -> None:
-        self.outputs, self.index, self.stitcher = outputs, index, stitcher
+    Args:
+        path: the file; ``scene``: the grid (``width``, ``height``, ``crs``, ``transform``); ``prompts``: one band
+            each (probability) or one band in all (validity).
+    """
+
+    def __init__(self, path: str | os.PathLike, scene: Any, prompts: list[str], probability: bool) -> None:
+        self.path, self.probability = Path(path), probability
+        self.bands = len(prompts) if probability else 1
+        dtype = "float32" if probability else "uint8"
+        self.nodata = PROBABILITY_NODATA if probability else 0
+        self._lock = threading.Lock()
+        try:
+            self._file = rasterio.open(
+                self.path, "w+", driver="GTiff", width=scene.width, height=scene.height, count=self.bands,
+                dtype=dtype, crs=scene.crs, transform=scene.transform, tiled=True, blockxsize=BLOCK,
+                blockysize=BLOCK, nodata=self.nodata, SPARSE_OK=True, BIGTIFF="IF_SAFER")
+        except rasterio.errors.RasterioError as exc:
+            raise OutputError(f"cannot write the raster file {self.path}: {exc}") from exc
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def taps(self, stitchers: list[Any]) -> list[_Tap]:
+        return [_Tap(self, k, s) for k, s in enumerate(stitchers)]
+
+    def write_core(self, index: int, chip: Any, targets: list[Any], valid: np.ndarray) -> None:
+        core = chip.core_in_chip
+        rows = slice(int(core.row_off), int(core.row_off + core.height))
+        cols = slice(int(core.col_off), int(core.col_off + core.width))
+        valid_core = valid[rows, cols]
+        if self.probability:
+            prob = np.zeros((int(core.height), int(core.width)), dtype=np.float32)  # (core_h, core_w)
+            for target in targets:
+                np.maximum(prob, np.asarray(target.probability[rows, cols], dtype=np.float32), out=prob)
+            prob[~valid_core] = PROBABILITY_NODATA
+            band, data = index + 1, prob
+        elif index == 0:
+            band, data = 1, valid_core.astype(np.uint8)
+        else:
+            return
+        with self._lock:
+            self._file.write(data, band, window=chip.core)
+
+    def paste(self, shard: str | os.PathLike, region: Window | None = None) -> None:
+        """Merge another writer's file of the same grid into this one: its pixels that are not nodata win. Only
+        ``region`` is read (default: the whole grid)."""
+        with rasterio.open(shard) as source:
+            if (source.width, source.height, source.count) != (self._file.width, self._file.height, self.bands):
+                raise OutputError(f"{shard} does not match the scene's raster grid")
+            region = region or Window(0, 0, source.width, source.height)
+            col0, row0 = int(region.col_off), int(region.row_off)
+            col1, row1 = col0 + int(region.width), row0 + int(region.height)
+            for row in range(row0, row1, WINDOW):
+                for col in range(col0, col1, WINDOW):
+                    window = Window(col, row, min(WINDOW, col1 - col), min(WINDOW, row1 - row))
+                    theirs = source.read(window=window)  # (bands, h, w)
+                    written = theirs != self.nodata
+                    if written.any():
+                        with self._lock:
+                            mine = self._file.read(window=window)
+                            self._file.write(np.where(written, theirs, mine), window=window)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class _Tap:
+    """A stitcher seen through a :class:`CoreWriter`: the pipeline calls :meth:`add` and reads ``threshold``."""
+
+    def __init__(self, writer: CoreWriter, index: int, stitcher: Any) -> None:
+        self.writer, self.index, self.stitcher = writer, index, stitcher
 
     @property
     def threshold(self) -> float:
@@ -276,7 +331,7 @@ class _Tap:
     def add(self, chip: Any, targets: Iterable[Any], valid: np.ndarray) -> list[str]:
         targets = list(targets)
         labels = self.stitcher.add(chip, targets, valid)
-        self.outputs._write_core(self.index, chip, targets, valid)
+        self.writer.write_core(self.index, chip, targets, valid)
         return labels
 
 
@@ -313,5 +368,5 @@ def raster_outputs(scene: Any, prompts: list[str], params: Any,
     return RasterOutputs(scene, prompts, params.raster_out, params.labels_out, tags)
 
 
-__all__ = ["LABELS_NODATA", "PROBABILITY_NODATA", "NoRasters", "RasterOutputs", "check_raster_output", "check_raster_outputs",
-           "raster_outputs"]
+__all__ = ["LABELS_NODATA", "PROBABILITY_NODATA", "CoreWriter", "NoRasters", "RasterOutputs", "check_raster_output",
+           "check_raster_outputs", "raster_outputs"]

@@ -115,6 +115,11 @@ def test_exit_codes_and_one_line_errors(tmp_path):
                    "--chips-per-unit", "2")
     assert changed.returncode == 2 and len(changed.stderr.strip().splitlines()) == 1
     assert "different batch job (changed: prompts)" in changed.stderr
+    folder = _cli("batch", str(inputs[0]), "-o", str(tmp_path / "j3"), "-p", "red", "--model", f"{FIXTURES}:colour",
+                  "--raster-out", "sub/p.tif")
+    assert folder.returncode == 2 and folder.stderr.strip().splitlines() == [
+        "Error: --raster-out in a batch job is a file name ending in .tif, written in each scene's results folder "
+        "(e.g. probability.tif), got 'sub/p.tif'"]
     no_prompt = _cli("batch", str(inputs[0]), "-o", str(tmp_path / "j2"))
     assert no_prompt.returncode == 2 and "at least one prompt" in no_prompt.stderr
     status = _cli("batch-status", str(tmp_path / "nothing"))

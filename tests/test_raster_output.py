@@ -176,12 +176,63 @@ def test_worker_request_writes_rasters_and_names_them(scene, tmp_path):
         handler.check({**fields, "raster_out": 3})
 
 
-def test_batch_jobs_refuse_raster_outputs_in_one_line(scene, tmp_path):
+@pytest.mark.parametrize("segmenter, prompts", [(ChipMeanSegmenter(), ["red"]),
+                                                (ColourSegmenter(64), ["red", "blue"])])
+def test_batch_rasters_equal_segment_pixel_for_pixel_and_survive_resume(scene, tmp_path, segmenter, prompts):
     from segearth_geo.batch import run_batch
 
-    with pytest.raises(UsageError, match="a batch job writes no labels_out yet"):
-        run_batch([str(scene)], ["red"], tmp_path / "job", segmenter=ColourSegmenter(64),
-                  labels_out=str(tmp_path / "l.tif"))
+    want_prob, want_labels = tmp_path / "p.tif", tmp_path / "l.tif"
+    segment_scene(scene, prompts, segmenter, SegmentParams(overlap=16, raster_out=str(want_prob),
+                                                           labels_out=str(want_labels)))
+    job = tmp_path / "job"
+
+    def run():
+        return run_batch([str(scene)], prompts, job, segmenter=segmenter, overlap=16, chips_per_unit=3,
+                         raster_out="probability.tif", labels_out="ids.tif")
+
+    report = run()
+    (done,) = report.scenes
+    assert report.ok and done.units > 3  # the scene's rasters come from several units' shards
+    folder = job / "results" / done.name
+    assert done.rasters == {"raster_out": str(folder / "probability.tif"), "labels_out": str(folder / "ids.tif")}
+    assert "Rasters in each done scene's folder: probability.tif (probabilities), ids.tif (polygon ids)." \
+        in report.to_text()
+
+    def same(got: Path, want: Path) -> None:
+        with rasterio.open(got) as g, rasterio.open(want) as w:
+            assert (g.count, g.dtypes, g.nodata, g.crs, g.transform, g.descriptions) == \
+                (w.count, w.dtypes, w.nodata, w.crs, w.transform, w.descriptions)
+            assert g.overviews(1) == w.overviews(1)
+            np.testing.assert_array_equal(g.read(), w.read())
+
+    same(folder / "probability.tif", want_prob)
+    same(folder / "ids.tif", want_labels)
+    import geopandas as gpd
+
+    ids = set(gpd.read_file(done.outputs[prompts[0]], layer="segments")["id"])
+    with rasterio.open(folder / "ids.tif") as ds:
+        assert set(np.unique(ds.read(1))) - {0, -1} == ids  # the files' ids, and only those
+    # A deleted raster is written again from the shards; a lost raster shard makes its unit run again.
+    (folder / "ids.tif").unlink()
+    shard = next((job / "shards").rglob("*.tif"))
+    shard.unlink()
+    again = run()
+    assert again.ok and again.units_run == 1
+    same(folder / "probability.tif", want_prob)
+    same(folder / "ids.tif", want_labels)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_batch_raster_names_are_refused_in_one_line(scene, tmp_path):
+    from segearth_geo.batch import run_batch
+
+    for value in (str(tmp_path / "l.tif"), "ids.png", "sub/ids.tif"):
+        with pytest.raises(UsageError, match="labels_out in a batch job is a file name ending in .tif"):
+            run_batch([str(scene)], ["red"], tmp_path / "job", segmenter=ColourSegmenter(64), labels_out=value)
+    with pytest.raises(UsageError, match="raster_out and labels_out name the same file"):
+        run_batch([str(scene)], ["red"], tmp_path / "job", segmenter=ColourSegmenter(64), raster_out="a.tif",
+                  labels_out="A.tif")
+    assert not (tmp_path / "job").exists()
 
 
 def test_cli_writes_every_output(scene, tmp_path):

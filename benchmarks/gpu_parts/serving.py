@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,11 +98,9 @@ def serve_part(settings: Settings, inputs: dict, rec: Recorder) -> None:
 
 
 def _server(args: list[str], settings: Settings):
-    """``tests/serve_support.py``'s :class:`Server` (a real ``segearth-geo serve`` on 127.0.0.1, a free port, no
-    token, stopped with SIGTERM then SIGKILL) for this suite's SAM3 factory."""
-    if str(REPO / "tests") not in sys.path:
-        sys.path.append(str(REPO / "tests"))
-    from serve_support import Server
+    """The library's :class:`~segearth_geo.serve.local.LocalServer` (a real ``segearth-geo serve`` on 127.0.0.1, a
+    free port, no token, stopped with SIGTERM then SIGKILL) for this suite's SAM3 factory."""
+    from segearth_geo.serve.local import LocalServer
 
     spec = f"{MODELS_FILE}:{SERVE_FACTORIES[settings.sam3_preset]}"
-    return Server(spec, *args, start_timeout=START_TIMEOUT_S)
+    return LocalServer(spec, *args, cwd=REPO, start_timeout=START_TIMEOUT_S)

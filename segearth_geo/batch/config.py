@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from segearth_geo.errors import UsageError
+from segearth_geo.output import atomic_file
 from segearth_geo.params import Checked, Rule, SegmentParams, field_name, param
 
 JOB_FILE = "job.json"
@@ -198,13 +199,9 @@ def write_job(out_dir: Path, spec: JobSpec, run: dict[str, Any]) -> Path:
         "versions": versions(),
     }
     path = out_dir / JOB_FILE
-    tmp = out_dir / f".{JOB_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_file(path, "w", ".json") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return path
 
 

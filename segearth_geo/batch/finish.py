@@ -10,26 +10,36 @@ are re-measured). ``regularize``/``smooth`` run on the scene's polygons after th
 ``source``, ``model`` and ``id`` columns are added and each file records the run in its ``run`` table.
 
 Outputs: ``OUT_DIR/results/<scene name>/<prompt slug>.gpkg`` (layers ``segments`` and
-``chips``), in the scene's CRS, written atomically.
+``chips``), in the scene's CRS, written atomically. With ``raster_out``/``labels_out`` (bare ``.tif`` file
+names in a job) the scene's folder also gets those rasters, as ``segment`` writes them: each unit's owned
+chip cores (its raster shard, :func:`raster_shard_path`) are pasted into one work file, and the labels are
+burnt from the scene's final polygons (:mod:`segearth_geo.raster_output`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 from rasterio.crs import CRS
+from rasterio.windows import Window, union
 
 from segearth_geo.batch.config import JobSpec
 from segearth_geo.batch.plan import ScenePlan, chips_at, prompt_slug
 from segearth_geo.batch.shard import read_shard
-from segearth_geo.batch.unit import shard_path
-from segearth_geo.output import run_description, with_provenance, write_output
+from segearth_geo.batch.unit import raster_shard_path, shard_path
+from segearth_geo.errors import UsageError
+from segearth_geo.output import NAME_MAX, remove_stale_temporaries, run_description, with_provenance, write_output
+from segearth_geo.params import field_name
 from segearth_geo.pipeline import segments_frame
 from segearth_geo.postprocess import postprocess
+from segearth_geo.raster_output import RASTER_SUFFIXES, raster_outputs
 from segearth_geo.stitch import Stitcher
 from segearth_geo.vectorize import area_m2, to_map, window_box
 
@@ -44,11 +54,38 @@ def result_path(out_dir: Path, scene: ScenePlan, prompt: str) -> Path:
     return Path(out_dir) / RESULTS_DIR / scene.name / f"{prompt_slug(prompt)}.gpkg"
 
 
-def scene_frames(scene: ScenePlan, spec: JobSpec, shard_dir: Path) -> list[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
+def check_scene_rasters(params: Any, style: str = "python") -> None:
+    """A job's ``raster_out``/``labels_out`` are file names written in each scene's results folder: bare ``.tif``
+    names (no folder), different from each other."""
+    names = {n: getattr(params, n) for n in ("raster_out", "labels_out") if getattr(params, n) is not None}
+    for name, value in names.items():
+        text = os.fspath(value)
+        if (Path(text).name != text or text in (".", "..") or "\\" in text
+                or Path(text).suffix.lower() not in RASTER_SUFFIXES):
+            raise UsageError(f"{field_name(name, style)} in a batch job is a file name ending in .tif, written in "
+                             f"each scene's results folder (e.g. probability.tif), got {text!r}")
+        if len(os.fsencode(text)) > NAME_MAX:
+            raise UsageError(f"{field_name(name, style)} is longer than {NAME_MAX} bytes; choose a shorter name")
+    if len(names) == 2 and len({os.fspath(v).lower() for v in names.values()}) == 1:
+        raise UsageError(f"{field_name('raster_out', style)} and {field_name('labels_out', style)} name the same "
+                         "file; give each its own name")
+
+
+def raster_paths(out_dir: Path, scene: ScenePlan, params: Any) -> dict[str, str]:
+    """The scene's raster outputs ``{"raster_out": path, "labels_out": path}`` (those the job asks for)."""
+    folder = Path(out_dir) / RESULTS_DIR / scene.name
+    return {n: str(folder / os.fspath(getattr(params, n))) for n in ("raster_out", "labels_out")
+            if getattr(params, n) is not None}
+
+
+def scene_frames(scene: ScenePlan, spec: JobSpec, shard_dir: Path,
+                 rasters: Any = None) -> list[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]]:
     """Per prompt (job order): ``(segments, chips)`` frames of the scene, from its units' shards.
 
     ``segments`` has the columns of ``segment`` (``source``, ``model`` and ``id`` included: ids are unique across
     the scene's prompts); ``chips`` one row per processed chip (index, answer, labels, footprint), in chip order.
+    ``rasters`` (a :class:`~segearth_geo.raster_output.RasterOutputs`): gets each unit's raster shard pasted and is
+    finished with the scene's polygons.
     """
     crs = scene_crs(scene.crs_wkt)
     transform = scene.affine
@@ -58,6 +95,8 @@ def scene_frames(scene: ScenePlan, spec: JobSpec, shard_dir: Path) -> list[tuple
         for k, pieces in enumerate(read_shard(shard_path(shard_dir, unit), len(spec.prompts))):
             stitchers[k].load(pieces.final, pieces.border)
             chips[k].extend(pieces.chips)
+        if rasters is not None:
+            rasters.paste(raster_shard_path(shard_dir, unit), _unit_region(scene, spec, unit.chips))
     zoomed = None  # strategy zoom/auto (issue 22): the units' sidecars (coarse levels, referring picks)
     if spec.params.strategy != "grid":
         from segearth_geo.zoom.batch import ZoomShards
@@ -76,11 +115,22 @@ def scene_frames(scene: ScenePlan, spec: JobSpec, shard_dir: Path) -> list[tuple
     if aoi is not None:
         segments = clip_to_aoi(segments, aoi, crs, abs(transform.determinant))
     segments = with_provenance(segments, scene.source, spec.model)
+    if rasters is not None:
+        rasters.finish(segments)
     frames = [(segments[segments["prompt"] == prompt].reset_index(drop=True),
                _chips_frame(sorted(chips[k]), scene, spec, crs)) for k, prompt in enumerate(spec.prompts)]
     if zoomed is not None:
         frames = [(s, zoomed.chips(k, c, transform, crs)) for k, (s, c) in enumerate(frames)]
     return frames
+
+
+def _unit_region(scene: ScenePlan, spec: JobSpec, chips: tuple[int, ...]) -> Window | None:
+    """The part of the grid a unit's raster shard can hold (the union of its chips' cores); ``None``: all of it
+    (a zoom unit, whose chips are not a fixed list)."""
+    if spec.params.strategy != "grid" or not chips:
+        return None
+    return union(*[c.core for c in chips_at(scene.width, scene.height, spec.chip_size, spec.params.overlap,
+                                                  chips)])
 
 
 def _chips_frame(records: list[tuple[int, str, str]], scene: ScenePlan, spec: JobSpec, crs) -> gpd.GeoDataFrame:
@@ -124,12 +174,29 @@ def clip_to_aoi(segments: gpd.GeoDataFrame, aoi: shapely.Geometry, crs, pixel_ar
 
 
 def write_scene(out_dir: Path, scene: ScenePlan, spec: JobSpec, shard_dir: Path) -> dict[str, str]:
-    """Write the scene's result files (atomically, replacing earlier ones); returns ``{prompt: path}``."""
-    outputs = {}
-    for prompt, (segments, chips) in zip(spec.prompts, scene_frames(scene, spec, shard_dir)):
-        path = result_path(out_dir, scene, prompt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, segments, chips, overwrite=True,
-                     run=run_description(scene.source, list(spec.prompts), spec.params, spec.model))
-        outputs[prompt] = str(path)
+    """Write the scene's result files (atomically, replacing earlier ones); returns ``{prompt: path}`` (the raster
+    outputs, when asked for, are at :func:`raster_paths`)."""
+    run = run_description(scene.source, list(spec.prompts), spec.params, spec.model)
+    rasters = None
+    paths = raster_paths(out_dir, scene, spec.params)
+    if paths:
+        folder = Path(next(iter(paths.values()))).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)  # a writer killed earlier
+        grid = SimpleNamespace(width=scene.width, height=scene.height, crs=scene_crs(scene.crs_wkt),
+                               transform=scene.affine)
+        rasters = raster_outputs(grid, list(spec.prompts), SimpleNamespace(
+            raster_out=paths.get("raster_out"), labels_out=paths.get("labels_out")), run)
+    try:
+        outputs = {}
+        for prompt, (segments, chips) in zip(spec.prompts, scene_frames(scene, spec, shard_dir, rasters)):
+            path = result_path(out_dir, scene, prompt)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_output(path, segments, chips, overwrite=True, run=run)
+            outputs[prompt] = str(path)
+        if rasters is not None:
+            rasters.commit(overwrite=True)
+    finally:
+        if rasters is not None:
+            rasters.discard()
     return outputs

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from segearth_geo.batch.config import JOB_FILE, JOB_FORMAT, BatchOptions, JobSpec, file_sha256, read_job, write_job
-from segearth_geo.batch.finish import RESULTS_DIR, write_scene
+from segearth_geo.batch.finish import RESULTS_DIR, check_scene_rasters, raster_paths, write_scene
 from segearth_geo.batch.inputs import expand_inputs, read_aoi, stac_sources
 from segearth_geo.batch.ledger import LEDGER_FILE, JobLock, Ledger
 from segearth_geo.batch.merge import check_merge, merge_outputs
 from segearth_geo.batch.plan import ScenePlan, UnitSpec, plan_job
 from segearth_geo.batch.report import BatchReport, Estimate, Failure, SceneReport
-from segearth_geo.batch.unit import UnitResult, UnitRunner, shard_path
+from segearth_geo.batch.unit import UnitResult, UnitRunner, raster_shard_path, shard_path
 from segearth_geo.errors import OutputError, SegEarthGeoError, UsageError
 from segearth_geo.output import remove_stale_temporaries
 from segearth_geo.params import LoadOptions, SegmentParams, field_name
@@ -199,10 +199,7 @@ def _options(load: LoadOptions | None, params: SegmentParams | None, options: Ba
         if getattr(params, name) is not None:
             raise UsageError(f"a batch job takes no {field_name(name, style)}; give {field_name('aoi', style)} "
                              "(a polygon layer) to limit the area")
-    for name in ("raster_out", "labels_out"):  # units keep polygon pieces, not probabilities (issue 19)
-        if getattr(params, name) is not None:
-            raise UsageError(f"a batch job writes no {field_name(name, style)} yet; run `segment` on the scene for "
-                             "raster outputs")
+    check_scene_rasters(params, style)
     if "batch_size" in params_given and load.batch_size is None:
         load_given["batch_size"] = params.batch_size
     return (replace(load, **load_given).check(style), params,
@@ -297,7 +294,7 @@ def _execute(folder: Path, spec: JobSpec, run: BatchOptions, merge: str | None, 
         failed_scenes = {r["id"] for r in ledger.scenes() if r["status"] == "failed"}
         failed_scenes |= {u.scene_id for u in earlier if u.status == "failed"}
         ledger.record_plan(scenes)
-        _reconcile(ledger, scenes, shard_dir)
+        _reconcile(ledger, scenes, shard_dir, folder, spec)
         ledger.set_meta("executor", {"executor": run.executor, "workers": pool.workers, "pid": os.getpid()})
         by_id = {s.id: s for s in scenes}
         units = [u for s in scenes for u in s.units]
@@ -352,11 +349,12 @@ def _execute(folder: Path, spec: JobSpec, run: BatchOptions, merge: str | None, 
         ledger.close()
 
 
-def _reconcile(ledger: Ledger, scenes: list[ScenePlan], shard_dir: Path) -> None:
-    """Make the ledger agree with the files: a done scene whose result files are gone is written again, a done
-    unit whose shard is gone (and is still needed) is run again. Temporary shard files of writers that no
-    longer run are removed."""
+def _reconcile(ledger: Ledger, scenes: list[ScenePlan], shard_dir: Path, folder: Path, spec: JobSpec) -> None:
+    """Make the ledger agree with the files: a done scene whose result files (rasters included) are gone is
+    written again, a done unit whose shard (or raster shard) is gone and is still needed is run again. Temporary
+    shard files of writers that no longer run are removed."""
     rows = {r["id"]: r for r in ledger.scenes()}
+    rasters = spec.params.raster_out is not None or spec.params.labels_out is not None
     for scene in scenes:
         if not scene.units:
             continue
@@ -364,12 +362,14 @@ def _reconcile(ledger: Ledger, scenes: list[ScenePlan], shard_dir: Path) -> None
         row = rows.get(scene.id)
         outputs = json.loads(row["outputs"]) if row is not None and row["outputs"] else {}
         if row is not None and row["status"] == "done":
-            if outputs and all(Path(p).is_file() for p in outputs.values()):
+            files = [*outputs.values(), *raster_paths(folder, scene, spec.params).values()]
+            if outputs and all(Path(p).is_file() for p in files):
                 continue
             ledger.mark_scene_planned(scene.id)
         done = {u.id for u in ledger.units(status="done", scene_id=scene.id)}
         for unit in scene.units:
-            if unit.id in done and not shard_path(shard_dir, unit).is_file():
+            if unit.id in done and not (shard_path(shard_dir, unit).is_file()
+                                        and (not rasters or raster_shard_path(shard_dir, unit).is_file())):
                 ledger.mark_pending(unit.id, "its shard file was missing; redone")
 
 
@@ -399,7 +399,8 @@ def _report(folder: Path, spec: JobSpec, run: BatchOptions, merge: str | None, s
     for s in scenes:
         r = rows[s.id]
         reports.append(SceneReport(s.source, s.name, r["status"], len(s.units), s.chips, r["error"],
-                                   json.loads(r["outputs"]) if r["outputs"] else {}))
+                                   json.loads(r["outputs"]) if r["outputs"] else {},
+                                   raster_paths(folder, s, spec.params) if r["status"] == "done" else {}))
     failed_units = ledger.units(status="failed")
     source_of = {s.id: s.source for s in scenes}
     failures = [Failure(source_of.get(u.scene_id, "?"), u.id, u.error or "failed") for u in failed_units]

@@ -17,6 +17,7 @@ class SceneReport:
         status: ``done`` (outputs written), ``planned`` (units left), ``failed`` or ``skipped``.
         units, chips: planned units and chips; ``error``: one-line reason (failed/skipped).
         outputs: ``{prompt: result file}`` once done.
+        rasters: ``{"raster_out": file, "labels_out": file}`` once done, those the job asks for.
     """
 
     source: str
@@ -26,6 +27,7 @@ class SceneReport:
     chips: int = 0
     error: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    rasters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,11 @@ class BatchReport:
             f"({self.units_run} this run, {self.units_resumed} from earlier runs), {self.units_failed} failed; "
             f"chips {self.chips_done}/{self.chips_total}; {self.seconds:.1f} s ({self.executor}, {self.workers} "
             f"worker(s){', ' + self.device if self.device else ''}). Results in {self.out_dir}/results.")
+        rasters = next((s.rasters for s in self.scenes if s.rasters), None)
+        if rasters:
+            names = ", ".join(f"{v.rsplit('/', 1)[-1]} ({'probabilities' if k == 'raster_out' else 'polygon ids'})"
+                              for k, v in rasters.items())
+            lines.append(f"Rasters in each done scene's folder: {names}.")
         for s in self.scenes:
             if s.status == "skipped":
                 lines.append(f"  skipped {s.source}: {s.error}")

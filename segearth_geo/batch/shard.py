@@ -23,7 +23,6 @@ Written to a temporary name, fsynced and renamed: a shard exists completely or n
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from segearth_geo.output import temporary_path
+from segearth_geo.output import atomic_file
 from segearth_geo.vectorize import Piece
 
 FINAL, BORDER, CHIP = 0, 1, 2
@@ -77,15 +76,8 @@ def write_shard(path: Path, results: list[PromptPieces]) -> Path:
             row(k, CHIP, labels, chip=int(chip), answer=answer)
     table = pa.table(columns, schema=SCHEMA)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path, ".parquet")  # named by host and pid: a later run removes it if we are killed
-    try:
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, "wb", ".parquet") as handle:
+        pq.write_table(table, handle, compression="zstd")
     return path
 
 

@@ -29,8 +29,10 @@ from segearth_geo.batch.config import JobSpec
 from segearth_geo.batch.plan import UnitSpec, chips_at
 from segearth_geo.batch.shard import PromptPieces, write_shard
 from segearth_geo.errors import Cancelled, SegEarthGeoError
+from segearth_geo.output import temporary_path
 from segearth_geo.pipeline import gdal_options, run_chips, vectoriser_count
 from segearth_geo.raster import SceneReader, open_scene
+from segearth_geo.raster_output import CoreWriter
 from segearth_geo.stitch import Stitcher
 
 
@@ -57,6 +59,12 @@ class UnitResult:
 
 def shard_path(shard_dir: Path, unit: UnitSpec) -> Path:
     return Path(shard_dir) / unit.scene_id / f"{unit.id}.parquet"
+
+
+def raster_shard_path(shard_dir: Path, unit: UnitSpec) -> Path:
+    """The unit's raster shard (jobs with ``raster_out``/``labels_out``): its chip cores' probabilities or
+    validity over the scene's grid (a sparse :class:`~segearth_geo.raster_output.CoreWriter` file)."""
+    return shard_path(shard_dir, unit).with_suffix(".tif")
 
 
 class UnitRunner:
@@ -109,22 +117,18 @@ class UnitRunner:
             chips = chips_at(scene.width, scene.height, self.spec.chip_size, self.params.overlap, unit.chips)
             stitchers = [Stitcher(scene.width, scene.height, self.params.threshold, default_label=p)
                          for p in self.prompts]
-            zoomed = None
-            if self.params.strategy != "grid":  # issue 22: the unit is a whole scene, run through the zoom runner
-                from segearth_geo.zoom.batch import run_unit, sidecar_path, write_sidecar
-
-                found, zoomed = run_unit(reader, self.segmenter, list(self.prompts), self.params, stitchers,
-                                         unit.chips, progress or (lambda n: None))
-                records = [[(c.index, answer, ", ".join(labels)) for c, answer, labels in recs] for recs in found]
-            else:
-                records = self._pipeline(reader, chips, stitchers, progress or (lambda n: None))
+            with _RasterShard(raster_shard_path(self.shard_dir, unit), scene, self.prompts, self.params) as raster:
+                records, zoomed = self._look(reader, unit, chips, raster.taps(stitchers), progress)
             results = []
             for stitcher, recs in zip(stitchers, records):
                 final, border = stitcher.pieces()
                 results.append(PromptPieces(final, border, recs))
+            if zoomed is not None:  # before the shard: a shard on disk means the unit's files are all there
+                from segearth_geo.zoom.batch import sidecar_path, write_sidecar
+
+                shard_path(self.shard_dir, unit).parent.mkdir(parents=True, exist_ok=True)
+                write_sidecar(sidecar_path(shard_path(self.shard_dir, unit)), zoomed)
             path = write_shard(shard_path(self.shard_dir, unit), results)
-            if zoomed is not None:
-                write_sidecar(sidecar_path(path), zoomed)
         except Cancelled:  # the caller stopped the job: not the unit's failure; it is redone on resume
             raise
         except Exception as exc:  # noqa: BLE001 - a unit's failure is data for the ledger
@@ -135,12 +139,53 @@ class UnitRunner:
         return UnitResult(unit.id, chips=processed, skipped=skipped,
                           seconds=time.perf_counter() - started, shard=str(path), worker=self.worker)
 
-    def _pipeline(self, reader: SceneReader, chips: list, stitchers: list[Stitcher],
-                  progress: Callable[[int], None]) -> list[list[tuple[int, str, str]]]:
-        """Read, segment (every prompt, back to back) and vectorise ``chips``; per prompt ``(chip, answer, labels)``."""
-        records = run_chips(reader, chips, self.segmenter, list(self.prompts), self.params.batch_size, stitchers,
-                            progress, vectorisers=self.vectorisers)
-        return [[(c.index, answer, ", ".join(labels)) for c, answer, labels in recs] for recs in records]
+    def _look(self, reader: SceneReader, unit: UnitSpec, chips: list, sinks: list,
+              progress: Callable[[int], None] | None) -> tuple[list[list[tuple[int, str, str]]], dict | None]:
+        """Read, segment (every prompt, back to back) and vectorise the unit's chips into ``sinks``; per prompt
+        ``(chip, answer, labels)``, and with strategy zoom/auto the sidecar's content (else ``None``)."""
+        progress = progress or (lambda n: None)
+        zoomed = None
+        if self.params.strategy != "grid":  # issue 22: the unit is a whole scene, run through the zoom runner
+            from segearth_geo.zoom.batch import run_unit
+
+            records, zoomed = run_unit(reader, self.segmenter, list(self.prompts), self.params, sinks, unit.chips,
+                                       progress)
+        else:
+            records = run_chips(reader, chips, self.segmenter, list(self.prompts), self.params.batch_size, sinks,
+                                progress, vectorisers=self.vectorisers)
+        return [[(c.index, answer, ", ".join(labels)) for c, answer, labels in recs] for recs in records], zoomed
+
+
+class _RasterShard:
+    """The unit's raster shard while the unit runs: ``taps`` gives the stitchers seen through a
+    :class:`~segearth_geo.raster_output.CoreWriter` writing a temporary file, renamed onto ``path`` when the
+    ``with`` block ends without error (removed otherwise). Without raster outputs it is the stitchers as they are."""
+
+    def __init__(self, path: Path, scene: Any, prompts: tuple[str, ...], params: Any) -> None:
+        self.path, self.scene, self.prompts = path, scene, list(prompts)
+        self.probability = params.raster_out is not None
+        self.wanted = self.probability or params.labels_out is not None
+        self.writer: CoreWriter | None = None
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> _RasterShard:
+        if self.wanted:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = temporary_path(self.path, ".tif")
+            self.writer = CoreWriter(self.tmp, self.scene, self.prompts, self.probability)
+        return self
+
+    def taps(self, stitchers: list[Stitcher]) -> list:
+        return stitchers if self.writer is None else self.writer.taps(stitchers)
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def runner_id() -> str:

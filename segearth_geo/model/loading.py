@@ -88,7 +88,8 @@ def _factory_kwargs(spec: str, factory, options: LoadOptions, style: str) -> dic
     return {k: v for k, v in given.items() if takes_any or k in parameters}
 
 
-def _is_factory_spec(model: str) -> bool:
+def is_factory_spec(model: str) -> bool:
+    """``model`` names a Python factory (``file.py:factory`` or ``module:factory``), not a checkpoint or alias."""
     target, sep, attr = model.rpartition(":")
     # "C:\\models\\x" is a Windows path, not a factory spec.
     return bool(sep) and bool(target) and attr.isidentifier() and not (len(target) == 1 and target.isalpha())
@@ -129,7 +130,7 @@ def check_load_options(options: LoadOptions, style: str | None = None) -> LoadOp
     options = options.check(style)
     if not options.backend_options():
         return options
-    if _is_factory_spec(options.model):
+    if is_factory_spec(options.model):
         return options  # the factory's parameters are checked when it is imported, just before it runs
     known = KNOWN_MODELS.get(options.model.strip().lower())
     if known is not None:
@@ -172,7 +173,7 @@ def load_model(options: LoadOptions, style: str | None = None) -> Segmenter:
         from segearth_geo.serve.client import load_remote
 
         return load_remote(options, style)
-    if _is_factory_spec(options.model):
+    if is_factory_spec(options.model):
         return _load_factory(options, style)
     _require_model_libraries(options.model)
     from segearth_geo.model.registry import resolve_spec

@@ -209,10 +209,9 @@ def _answers(by_chip: dict[int, str]) -> list[dict[str, Any]]:
 
 
 # -- batch ----------------------------------------------------------------------------------------
-# Run parameters a batch job takes (a job has no bbox, its AOI does that; --allow-large replaces max_chips; no
-# raster outputs yet).
-BATCH_PARAMS = tuple(n for n in SegmentParams.names() if n not in ("bbox", "bbox_crs", "max_chips", "raster_out",
-                                                                   "labels_out"))
+# Run parameters a batch job takes (a job has no bbox, its AOI does that; allow_large replaces max_chips;
+# raster_out/labels_out are file names written in each scene's results folder).
+BATCH_PARAMS = tuple(n for n in SegmentParams.names() if n not in ("bbox", "bbox_crs", "max_chips"))
 
 
 def _batch_fields() -> tuple[str, ...]:

@@ -15,7 +15,6 @@ Written atomically (temporary file, fsync, rename), like the shard.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,7 @@ import pandas as pd
 import shapely
 from affine import Affine
 
-from segearth_geo.output import temporary_path
+from segearth_geo.output import atomic_file
 from segearth_geo.vectorize import to_map
 from segearth_geo.zoom.frames import select_one
 from segearth_geo.zoom.prompts import prompt_kind
@@ -79,15 +78,8 @@ def _sidecar(run: ZoomRun, prompts: list[str]) -> dict[str, Any]:
 
 def write_sidecar(path: Path, data: dict[str, Any]) -> Path:
     """Write a unit's sidecar atomically."""
-    tmp = temporary_path(path, SUFFIX)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, "w", SUFFIX) as handle:
+        json.dump(data, handle)
     return path
 
 

@@ -144,7 +144,7 @@ def level_reader(base: SceneReader, level: Level) -> SceneReader:
                      transform=scene.transform * Affine.scale(level.sx, level.sy), gsd_xy=gsd_xy,
                      gsd=None if gsd_xy is None else math.sqrt(gsd_xy[0] * gsd_xy[1]))
     # The reader's dataset is shared on purpose: levels are read one after another, on one thread at a time.
-    return SceneReader(base._dataset, coarse)  # noqa: SLF001 - same dataset, another grid over it
+    return base.regrid(coarse)
 
 
 def chips_in_area(level: Level, area: shapely.Geometry) -> list[Chip]:

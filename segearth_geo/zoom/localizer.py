@@ -80,12 +80,12 @@ def forget() -> None:
 
 
 def _load(spec: str, device: str, style: str | None) -> Any:
-    from segearth_geo.model.loading import _is_factory_spec, load_model
+    from segearth_geo.model.loading import is_factory_spec, load_model
     from segearth_geo.params import LoadOptions
     from segearth_geo.serve import is_remote_spec
 
     options = LoadOptions(model=spec, device=device).check(style)
-    if _is_factory_spec(spec) or is_remote_spec(spec) or spec.strip().lower() == "demo":
+    if is_factory_spec(spec) or is_remote_spec(spec) or spec.strip().lower() == "demo":
         return load_model(options, style)
     from segearth_geo.model.registry import resolve_spec
 

@@ -174,10 +174,7 @@ def run_zoom(reader: SceneReader, segmenter: Any, prompts: list[str], params: Se
         _level_zero(run, reader, base, segmenter, prompts, params, stitchers, area, report, allowed)
     finally:
         report.close()
-    if run.strategy == "zoom":
-        run.notes.insert(0, f"zoom: chips per level {'/'.join(map(str, run.chips_per_level))} (level 0 = full "
-                            f"resolution), {run.fraction:.0%} of the area looked at in full resolution")
-    return run
+    return run  # what ran (chips per level, fraction) is in the run's statistics, not a note: notes are warnings
 
 
 def _warn(run: ZoomRun, note: str) -> None:

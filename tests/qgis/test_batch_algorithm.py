@@ -63,3 +63,32 @@ def test_aoi_layer_limits_the_job(plugin, project, tmp_path):
     assert part.isValid() and clipped
     assert 0 < part.featureCount() <= layer.featureCount()
     assert part.extent().xMaximum() <= half.xMaximum() + 1e-6
+
+
+def test_also_write_rasters_gives_each_scene_its_probability_and_ids_rasters(plugin, project, tmp_path):
+    import processing
+    from osgeo import gdal
+
+    rasters = [write_geotiff(tmp_path / f"scene_{i}.tif", 512) for i in range(2)]
+    out = tmp_path / "job"
+    project.setCrs(QgsCoordinateReferenceSystem(CRS))
+    result = processing.runAndLoadResults("segearth:segment_many_rasters", {
+        "INPUTS": [str(p) for p in rasters], "PROMPTS": PROMPT, "MIN_AREA": 0, "RASTERS": True,
+        "OUTPUT_DIR": str(out)})
+    assert Path(result["OUTPUT_DIR"]) == out
+    for raster in rasters:
+        folder = out / "results" / raster.stem
+        src, prob, ids = (gdal.Open(str(p)) for p in (raster, folder / "probability.tif", folder / "ids.tif"))
+        for written in (prob, ids):  # the scene's grid and CRS
+            assert written.GetGeoTransform() == src.GetGeoTransform()
+            assert (written.RasterXSize, written.RasterYSize) == (src.RasterXSize, src.RasterYSize)
+            assert written.GetSpatialRef().IsSame(src.GetSpatialRef())
+        values, burnt = prob.GetRasterBand(1).ReadAsArray(), ids.GetRasterBand(1).ReadAsArray()
+        polygons = QgsVectorLayer(f"{next(folder.glob('*.gpkg'))}|layername=segments", "p", "ogr")
+        polygon_ids = {int(f["id"]) for f in polygons.getFeatures()}
+        assert polygon_ids and set(map(int, burnt[burnt > 0].ravel())) == polygon_ids
+        assert (values[burnt > 0] >= 0.5).mean() > 0.9  # the polygons lie where the probability passed 0.5
+    heat = [layer for layer in QgsProject.instance().mapLayers().values() if layer.name().endswith("— probability")]
+    assert sorted(layer.name() for layer in heat) == sorted(f"{p.stem} — probability" for p in rasters)
+    assert all(layer.renderer().type() == "singlebandpseudocolor" for layer in heat)
+    assert sorted(result["PROBABILITIES"]) == sorted(layer.id() for layer in heat)

@@ -7,9 +7,6 @@ from typing import Any
 
 from .answers import label_note
 
-# The engine also says the zoom summary as a note (for the CLI); the plugin shows it in words of its own instead.
-_ZOOM_NOTE = "zoom: chips per level"
-
 
 @dataclass(frozen=True)
 class ZoomSummary:
@@ -119,8 +116,7 @@ class SegmentResult:
         """What to show after the run: the engine's notes (but its zoom summary, which :attr:`zoom` says), then a
         note when labels are not the prompt's words."""
         note = label_note(prompt, self.polygons)
-        notes = [n for n in self.notes if not (self.zoom is not None and n.startswith(_ZOOM_NOTE))]
-        return [*notes, *([note] if note else [])]
+        return [*self.notes, *([note] if note else [])]
 
 
 def _reused_chips(cache: Any) -> int:

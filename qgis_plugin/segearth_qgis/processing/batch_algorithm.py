@@ -4,7 +4,9 @@ Raster layers or files, prompts (one per line), an output folder and an optional
 layer go to the worker as one ``batch`` request (the same worker and loaded model as the
 dock's); its progress replies drive the Processing
 progress bar, a line per finished scene goes to the log, and the merged layer (in the
-project's CRS) is added to the project when the job is done. Running it again on the same
+project's CRS) is added to the project when the job is done. With "Also write rasters" each
+scene's folder also gets ``probability.tif`` and ``ids.tif`` (as ``segment --raster-out/--labels-out``
+writes them); the probability rasters are added as heat maps. Running it again on the same
 folder resumes the job (finished units are not redone).
 """
 
@@ -18,7 +20,9 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
@@ -31,10 +35,13 @@ from qgis.PyQt.QtCore import QCoreApplication
 from ..core.batch_request import BatchRequest
 from ..core.engine_client import EngineCancelled, EngineClient, EngineError
 from ..core.layers import LabelStyler
+from ..core.raster_layers import RasterStyler
 from .feedback import engine_failure
 from .run_parameters import add_run_parameters, check_run_values, run_fields
 
 MERGED_FILE = "merged.gpkg"
+# The rasters written in each scene's results folder with RASTERS (the batch request's raster_out / labels_out).
+RASTER_FILES = {"raster_out": "probability.tif", "labels_out": "ids.tif"}
 
 
 def tr(text: str) -> str:
@@ -44,6 +51,7 @@ def tr(text: str) -> str:
 class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
     # + the run options (GSD, THRESHOLD, MIN_AREA, …)
     INPUTS, PROMPTS, AOI, OUTPUT_DIR, MERGED = "INPUTS", "PROMPTS", "AOI", "OUTPUT_DIR", "MERGED"
+    RASTERS, PROBABILITIES = "RASTERS", "PROBABILITIES"
 
     def __init__(self, client_factory: Callable[[], EngineClient]) -> None:
         super().__init__()
@@ -63,8 +71,10 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:
         return tr("Runs a SegEarth batch job (an external process) on many rasters and prompts: one result file "
                   "per raster and prompt in the output folder, plus a merged layer in the project's CRS that is "
-                  "added to the project. With an AOI layer only the areas it covers are processed. Run again on "
-                  "the same folder to resume an interrupted job.")
+                  "added to the project. With an AOI layer only the areas it covers are processed. \"Also write "
+                  "rasters\" adds probability.tif (one band per prompt, 0–1) and ids.tif (each pixel the id of "
+                  "its polygon) to each raster's results folder and loads the probabilities as heat maps. Run "
+                  "again on the same folder to resume an interrupted job.")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterMultipleLayers(self.INPUTS, tr("Raster layers or files"),
@@ -74,9 +84,12 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
                                                               [QgsProcessing.SourceType.TypeVectorPolygon],
                                                               optional=True))
         add_run_parameters(self)
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RASTERS, tr("Also write rasters: probability.tif and ids.tif for each raster"), defaultValue=False))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, tr("Output folder")))
         self.addOutput(QgsProcessingOutputVectorLayer(self.MERGED, tr("Merged polygons"),
                                                       QgsProcessing.SourceType.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputMultipleLayers(self.PROBABILITIES, tr("Probability rasters")))
 
     def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)
@@ -101,9 +114,12 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
         if crs is None or not crs.isValid():
             crs = layers[0].crs()
         self.merge_crs = crs
+        options = run_fields(self, parameters, context)
+        if self.parameterAsBoolean(parameters, self.RASTERS, context):
+            options.update(RASTER_FILES)
         self.request = BatchRequest(
             sources=sources, prompts=prompts, out_dir=out_dir, merge=os.path.join(out_dir, MERGED_FILE),
-            merge_crs=crs.authid() or crs.toWkt(), options=run_fields(self, parameters, context))
+            merge_crs=crs.authid() or crs.toWkt(), options=options)
         return True
 
     def processAlgorithm(self, parameters: dict[str, Any], context, feedback) -> dict[str, Any]:
@@ -143,4 +159,27 @@ class SegmentManyRastersAlgorithm(QgsProcessingAlgorithm):
         details = QgsProcessingContext.LayerDetails(tr("SegEarth batch"), context.project(), self.MERGED)
         details.setPostProcessor(LabelStyler.create())  # coloured by label, as the dock's layers
         context.addLayerToLoadOnCompletion(layer.id(), details)
-        return {self.MERGED: layer.id(), self.OUTPUT_DIR: request.out_dir}
+        probabilities = self._load_probabilities(report, context, feedback)
+        return {self.MERGED: layer.id(), self.OUTPUT_DIR: request.out_dir, self.PROBABILITIES: probabilities}
+
+    def _load_probabilities(self, report: dict[str, Any], context, feedback) -> list[str]:
+        """Each done scene's probability raster, styled as a heat map, loaded with the merged layer (the ids
+        rasters are named in the log: they are for other tools, and the polygons already show every id)."""
+        loaded = []
+        for scene in report.get("scenes", []):
+            rasters = scene.get("rasters") or {}
+            if rasters.get("labels_out"):
+                feedback.pushInfo(tr("Polygon ids of {0}: {1}").format(scene["name"], rasters["labels_out"]))
+            if not rasters.get("raster_out"):
+                continue
+            name = tr("{0} — probability").format(scene["name"])
+            layer = QgsRasterLayer(rasters["raster_out"], name, "gdal")
+            if not layer.isValid():
+                feedback.reportError(tr("Cannot open {0}.").format(rasters["raster_out"]), fatalError=False)
+                continue
+            context.temporaryLayerStore().addMapLayer(layer)
+            details = QgsProcessingContext.LayerDetails(name, context.project(), self.PROBABILITIES)
+            details.setPostProcessor(RasterStyler.create())
+            context.addLayerToLoadOnCompletion(layer.id(), details)
+            loaded.append(layer.id())
+        return loaded

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,10 @@ from segearth_geo.errors import UsageError
 from segearth_geo.polygonize import polygonize
 
 _SCALE_TOLERANCE = 0.01  # projected CRSs whose areal scale error is below this use planar areas
+# rasterio.features.rasterize hides a warning about its own in-memory dataset with warnings.catch_warnings, which
+# is not thread-safe: run by several vectoriser threads at once, one thread's exit restores the process's warning
+# filters while another is inside, so the warning escapes at random and filters can be left changed. One at a time.
+_RASTERIZE = threading.Lock()
 
 
 def normalise_label(text: str) -> str:
@@ -105,10 +110,10 @@ def mask_pieces(mask: np.ndarray, probability: np.ndarray, origin: tuple[int, in
     # sum the probabilities per piece; ids: (h, w) int32, 0 outside the mask.
     # Shapes and transform are both shifted by one pixel: rasterio warns (NotGeoreferencedWarning) on an
     # identity transform, and a warnings filter is process-global, so not safe in the vectoriser thread.
-    ids = rasterio.features.rasterize(
-        zip(shapely.transform(shapes, lambda xy: xy + 1.0), range(1, len(shapes) + 1)),
-        out_shape=mask.shape, transform=Affine.translation(1.0, 1.0), fill=0, dtype="int32",
-    )
+    shifted = shapely.transform(shapes, lambda xy: xy + 1.0)
+    with _RASTERIZE:
+        ids = rasterio.features.rasterize(zip(shifted, range(1, len(shapes) + 1)), out_shape=mask.shape,
+                                          transform=Affine.translation(1.0, 1.0), fill=0, dtype="int32")
     sums = np.bincount(ids[mask], weights=values, minlength=len(rings) + 1)
     return [Piece(r, float(sums[i + 1]), pixels[i]) for i, r in enumerate(rings)]
 

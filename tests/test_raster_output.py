@@ -212,15 +212,45 @@ def test_batch_rasters_equal_segment_pixel_for_pixel_and_survive_resume(scene, t
     ids = set(gpd.read_file(done.outputs[prompts[0]], layer="segments")["id"])
     with rasterio.open(folder / "ids.tif") as ds:
         assert set(np.unique(ds.read(1))) - {0, -1} == ids  # the files' ids, and only those
-    # A deleted raster is written again from the shards; a lost raster shard makes its unit run again.
+    # Raster shards are as large as the rasters: gone once the scene's rasters are written. A raster deleted later
+    # is written again by running the scene's units again.
+    assert not list((job / "shards").rglob("*.tif"))
     (folder / "ids.tif").unlink()
-    shard = next((job / "shards").rglob("*.tif"))
-    shard.unlink()
     again = run()
-    assert again.ok and again.units_run == 1
+    assert again.ok and again.units_run == done.units
     same(folder / "probability.tif", want_prob)
     same(folder / "ids.tif", want_labels)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_a_lost_raster_shard_runs_its_unit_again(scene, tmp_path):
+    from segearth_geo.batch import run_batch
+    from segearth_geo.errors import Cancelled
+
+    want = tmp_path / "p.tif"
+    segment_scene(scene, ["red"], ColourSegmenter(64), SegmentParams(overlap=16, raster_out=str(want)))
+    job, finished = tmp_path / "job", []
+
+    def stop_after_two_units(event) -> None:
+        if event.kind == "unit":
+            finished.append(event)
+            if len(finished) == 2:
+                raise Cancelled("stopped by the test")
+
+    def run(progress=False):
+        return run_batch([str(scene)], ["red"], job, segmenter=ColourSegmenter(64), overlap=16, chips_per_unit=3,
+                         raster_out="probability.tif", progress=progress)
+
+    with pytest.raises(Cancelled):
+        run(stop_after_two_units)
+    shards = sorted((job / "shards").rglob("*.tif"))
+    assert len(shards) >= 2  # the finished units' raster shards, kept until the scene is written
+    shards[0].unlink()
+    report = run()
+    (done,) = report.scenes
+    assert report.ok and report.units_run == done.units - len(shards) + 1  # the unit whose shard was lost, again
+    with rasterio.open(job / "results" / done.name / "probability.tif") as got, rasterio.open(want) as expected:
+        np.testing.assert_array_equal(got.read(), expected.read())
 
 
 def test_batch_raster_names_are_refused_in_one_line(scene, tmp_path):

@@ -172,3 +172,27 @@ def test_drop_collinear_matches_simplify_zero_and_keeps_the_point_set():
     assert shapely.get_num_coordinates(dropped).sum() < shapely.get_num_coordinates(merged).sum()
     assert shapely.equals(dropped, merged).all()
     assert (shapely.normalize(dropped) == shapely.normalize(shapely.simplify(merged, 0.0))).all()
+
+
+def test_vectoriser_threads_leave_warnings_alone():
+    """rasterio's rasterize hides a warning about its own in-memory dataset with catch_warnings, which races between
+    threads (the warning escapes, an "ignore" can stay in the filters): vectoriser threads must not race there. In a
+    subprocess, as pytest resets the filters around each test."""
+    import subprocess
+
+    script = """
+import sys, threading, warnings
+import numpy as np
+from segearth_geo.vectorize import mask_pieces
+before = list(warnings.filters)
+rng = np.random.default_rng(0)
+mask, prob = rng.random((64, 64)) > 0.6, rng.random((64, 64)).astype(np.float32)
+threads = [threading.Thread(target=lambda: [mask_pieces(mask, prob, (0, 0)) for _ in range(100)]) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("filters kept" if warnings.filters == before else f"filters changed: {warnings.filters[:2]}")
+"""
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "filters kept" and "Warning" not in done.stderr, (done.stdout, done.stderr)

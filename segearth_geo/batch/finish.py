@@ -13,7 +13,9 @@ Outputs: ``OUT_DIR/results/<scene name>/<prompt slug>.gpkg`` (layers ``segments`
 ``chips``), in the scene's CRS, written atomically. With ``raster_out``/``labels_out`` (bare ``.tif`` file
 names in a job) the scene's folder also gets those rasters, as ``segment`` writes them: each unit's owned
 chip cores (its raster shard, :func:`raster_shard_path`) are pasted into one work file, and the labels are
-burnt from the scene's final polygons (:mod:`segearth_geo.raster_output`).
+burnt from the scene's final polygons (:mod:`segearth_geo.raster_output`). The raster shards are removed once the
+scene's rasters are written (they are as large as the rasters): rasters deleted later are written again by running
+the scene's units again.
 """
 
 from __future__ import annotations
@@ -196,6 +198,8 @@ def write_scene(out_dir: Path, scene: ScenePlan, spec: JobSpec, shard_dir: Path)
             outputs[prompt] = str(path)
         if rasters is not None:
             rasters.commit(overwrite=True)
+            for unit in scene.units:  # as large as the rasters themselves; a rewrite reruns the scene's units
+                raster_shard_path(shard_dir, unit).unlink(missing_ok=True)
     finally:
         if rasters is not None:
             rasters.discard()

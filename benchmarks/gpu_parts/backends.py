@@ -132,11 +132,18 @@ def r2_naive(segmenter, chips, settings: Settings, length: int) -> dict[str, Any
             "chips_per_s": round(row["chips_per_s"], 3), "peak_mib": round(row["peak_mib"], 1)}
 
 
-def r2_part(settings: Settings, inputs: dict, rec: Recorder) -> None:
+def _build(rec: Recorder, make, preset: str, settings: Settings):
+    """The part's segmenter (``make(preset, device, dtype)``), recorded; ``None`` when building it failed (the
+    step records the error)."""
     segmenter = None
     with rec.step("build"):
-        segmenter = r2_segmenter(settings.r2_preset, settings.device, settings.dtype)
-        rec.put("model", {"preset": settings.r2_preset, **describe_model(segmenter)})
+        segmenter = make(preset, settings.device, settings.dtype)
+        rec.put("model", {"preset": preset, **describe_model(segmenter)})
+    return segmenter
+
+
+def r2_part(settings: Settings, inputs: dict, rec: Recorder) -> None:
+    segmenter = _build(rec, r2_segmenter, settings.r2_preset, settings)
     if segmenter is None:
         return
     chips = chip_pool(segmenter, settings)
@@ -167,10 +174,7 @@ def r2_part(settings: Settings, inputs: dict, rec: Recorder) -> None:
 
 # ------------------------------------------------------------------------------------------------- SegEarth-R1
 def r1_part(settings: Settings, inputs: dict, rec: Recorder) -> None:
-    segmenter = None
-    with rec.step("build"):
-        segmenter = r1_segmenter(settings.r1_preset, settings.device, settings.dtype)
-        rec.put("model", {"preset": settings.r1_preset, **describe_model(segmenter)})
+    segmenter = _build(rec, r1_segmenter, settings.r1_preset, settings)
     if segmenter is None:
         return
     chips = chip_pool(segmenter, settings)
@@ -201,10 +205,7 @@ def calibrate_score_threshold(segmenter, chip: np.ndarray, concept: str, keep: i
 
 
 def sam3_part(settings: Settings, inputs: dict, rec: Recorder) -> None:
-    segmenter = None
-    with rec.step("build"):
-        segmenter = sam3_segmenter(settings.sam3_preset, settings.device, settings.dtype)
-        rec.put("model", {"preset": settings.sam3_preset, **describe_model(segmenter)})
+    segmenter = _build(rec, sam3_segmenter, settings.sam3_preset, settings)
     if segmenter is None:
         return
     chips = chip_pool(segmenter, settings)

@@ -234,13 +234,8 @@ class SettingsDialog(QDialog):
         self.batch_spin.setValue(current.batch_size or 0)
         self.batch_spin.setToolTip(tr("Chips per forward pass of the model (default: the model's own)."))
         layout.addRow(tr("Batch size"), self.batch_spin)
-        self.score_spin = QDoubleSpinBox()
-        self.score_spin.setRange(-0.05, 0.99)
-        self.score_spin.setSingleStep(0.05)
-        self.score_spin.setSpecialValueText(tr("default"))
-        self.score_spin.setValue(-0.05 if current.score_threshold is None else current.score_threshold)
-        self.score_spin.setToolTip(tr("SAM3 only: keep instances whose detection score is above this (default "
-                                      "0.5). Other models refuse it."))
+        self.score_spin = _probability_spin(current.score_threshold, tr(
+            "SAM3 only: keep instances whose detection score is above this (default 0.5). Other models refuse it."))
         layout.addRow(tr("Score threshold"), self.score_spin)
         self.cache_spin = QDoubleSpinBox()
         self.cache_spin.setRange(-1, 1e7)
@@ -270,14 +265,9 @@ class SettingsDialog(QDialog):
                                              "(default; buildings, cars), the semantic map (water, roads, forest, "
                                              "fields) or both. Other models refuse it."))
         layout.addRow(tr("SAM3 output"), self.sam3_output_combo)
-        self.presence_spin = QDoubleSpinBox()
-        self.presence_spin.setRange(-0.05, 0.99)
-        self.presence_spin.setSingleStep(0.05)
-        self.presence_spin.setSpecialValueText(tr("default"))
-        self.presence_spin.setValue(-0.05 if current.presence_threshold is None else current.presence_threshold)
-        self.presence_spin.setToolTip(tr("SAM3 only: a chip whose presence probability for a concept is below this "
-                                         "returns nothing for it (default 0.5 for semantic maps). Other models "
-                                         "refuse it."))
+        self.presence_spin = _probability_spin(current.presence_threshold, tr(
+            "SAM3 only: a chip whose presence probability for a concept is below this returns nothing for it "
+            "(default 0.5 for semantic maps). Other models refuse it."))
         layout.addRow(tr("Presence threshold"), self.presence_spin)
 
     def engine_settings(self) -> EngineSettings:
@@ -287,12 +277,28 @@ class SettingsDialog(QDialog):
                               device=self.device_combo.currentText().strip() or "auto",
                               dtype=DTYPES[self.dtype_combo.currentIndex()] or None,
                               batch_size=self.batch_spin.value() or None,
-                              score_threshold=None if self.score_spin.value() < 0 else self.score_spin.value(),
-                              cache_mb=None if self.cache_spin.value() < 0 else self.cache_spin.value(),
+                              score_threshold=_optional(self.score_spin),
+                              cache_mb=_optional(self.cache_spin),
                               template=None if template in ("", tr("default")) else template,
                               sam3_output=SAM3_CHOICES[self.sam3_output_combo.currentIndex()] or None,
-                              presence_threshold=None if self.presence_spin.value() < 0 else self.presence_spin.value(),
+                              presence_threshold=_optional(self.presence_spin),
                               authcfg=self.auth_select.configId() or None)
+
+
+def _probability_spin(value: float | None, tooltip: str) -> QDoubleSpinBox:
+    """A threshold between 0 and 0.99 that may be left at "default" (shown below 0; :func:`_optional` reads it)."""
+    spin = QDoubleSpinBox()
+    spin.setRange(-0.05, 0.99)
+    spin.setSingleStep(0.05)
+    spin.setSpecialValueText(tr("default"))
+    spin.setValue(-0.05 if value is None else value)
+    spin.setToolTip(tooltip)
+    return spin
+
+
+def _optional(spin: QDoubleSpinBox) -> float | None:
+    """A spin box's value, ``None`` while it shows "default" (a value below 0)."""
+    return None if spin.value() < 0 else spin.value()
 
 
 def _row(*widgets) -> QHBoxLayout:

@@ -7,7 +7,9 @@
   or an index naming its shards; safetensors or ``.bin``), their tensors, a tensor's rows from the headers;
 * :func:`empty_model` / :func:`load_state_into` / :func:`load_weights` – a model without random init, filled
   key for key (names, shapes and the Swin ``relative_position_index`` buffers checked);
-* :func:`save_weights` – tensors written as one file or shards + index, as transformers names them.
+* :func:`save_weights` – tensors written as one file or shards + index, as transformers names them;
+* :func:`quiet_transformers` / :func:`from_pretrained` – a transformers class loaded from a folder without its
+  progress bar and load report, checked so that a broken folder is one line (SAM3, ZoomEarth).
 
 torch is imported by the functions that use it, so that the registry (which must not import torch) can read
 ``config.json`` through this module.
@@ -15,6 +17,7 @@ torch is imported by the functions that use it, so that the registry (which must
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -284,3 +287,40 @@ def save_weights(state: dict[str, torch.Tensor], directory: Path, max_shard_size
         total += sum(t.numel() * t.element_size() for t in shard.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / index_name).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------- transformers' own classes
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" progress bar and no load report from transformers while loading (both restored
+    afterwards): what is wrong with a checkpoint is reported by our own one-line errors instead."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def from_pretrained(model_class: Any, folder: Path, dtype: torch.dtype, title: str,
+                    optional: Callable[[str], bool] = lambda key: False) -> Any:
+    """``model_class.from_pretrained(folder)`` in ``dtype``, checked: a weights file that cannot be read, or a
+    weight missing (but those ``optional`` accepts) or of the wrong shape, is one :class:`CheckpointError` line
+    naming the ``title`` model."""
+    try:
+        model, info = model_class.from_pretrained(folder, dtype=dtype, output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001 - transformers and safetensors raise many types (SafetensorError)
+        raise CheckpointError(f"cannot load the {title} model from {folder}: {_damaged(exc)}") from exc
+    missing = sorted(str(k) for k in info.get("missing_keys") or () if not optional(str(k)))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        shown = ", ".join(missing[:5] + mismatched[:5])
+        raise CheckpointError(f"{folder}: the {title} weights do not match its config.json ({len(missing)} missing, "
+                              f"{len(mismatched)} of the wrong shape: {shown}); download the whole checkpoint")
+    return model

@@ -128,3 +128,14 @@ def plugin(iface, engine_settings, project):
     yield instance
     if "segearth_qgis" in qgis.utils.active_plugins:
         assert qgis.utils.unloadPlugin("segearth_qgis")
+
+
+@pytest.fixture()
+def dock(plugin, iface):
+    """The plugin's dock, shown, over a map canvas in the synthetic scenes' CRS."""
+    from qgis.core import QgsCoordinateReferenceSystem
+    from synthetic_scene import CRS
+
+    plugin.dock.setVisible(True)
+    iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem(CRS))
+    return plugin.dock

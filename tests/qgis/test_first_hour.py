@@ -42,13 +42,6 @@ def use_model(model: str) -> None:
 
 
 @pytest.fixture()
-def dock(plugin, iface):
-    plugin.dock.setVisible(True)
-    iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem(CRS))
-    return plugin.dock
-
-
-@pytest.fixture()
 def log():
     """``(tag, level, message)`` of every QGIS log message while the test runs."""
     messages: list[tuple[str, object, str]] = []

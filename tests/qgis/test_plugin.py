@@ -85,14 +85,6 @@ def scene(tmp_path) -> Path:
     return write_scene(tmp_path / "scene.tif")
 
 
-@pytest.fixture()
-def dock(plugin, iface):
-    plugin.dock.setVisible(True)
-    canvas = iface.mapCanvas()
-    canvas.setDestinationCrs(QgsCoordinateReferenceSystem(CRS))
-    return plugin.dock
-
-
 # -- tests --------------------------------------------------------------------------------------
 def test_plugin_loads_through_qgis_utils_and_unloads_cleanly(iface, engine_settings, project):
     import qgis.utils

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from engine_models import LABELS, PROMPT
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsPointXY,
     QgsProcessingException,
     QgsProcessingParameterDefinition,
@@ -23,13 +22,6 @@ from qgis.core import (
 )
 from synthetic_scene import BLUE_SQUARE, CRS, RED_SQUARE, pixel_box, write_geotiff
 from test_plugin import add_raster, assert_box, configure, features_by_label, run_dock
-
-
-@pytest.fixture()
-def dock(plugin, iface):
-    plugin.dock.setVisible(True)
-    iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem(CRS))
-    return plugin.dock
 
 
 @pytest.fixture()

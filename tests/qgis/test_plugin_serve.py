@@ -13,8 +13,7 @@ import time
 import pytest
 from conftest import engine_command
 from engine_models import COLOUR_MODEL, PROMPT
-from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsCoordinateReferenceSystem, QgsVectorLayer
-from synthetic_scene import CRS
+from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsVectorLayer
 from test_plugin import add_raster, configure, features_by_label, run_dock, segearth_layers, write_scene
 
 TOKEN = "qgis-server-token-5e2b"
@@ -29,13 +28,6 @@ def _free_port() -> int:
 @pytest.fixture()
 def scene(tmp_path):
     return write_scene(tmp_path / "scene.tif")
-
-
-@pytest.fixture()
-def dock(plugin, iface):
-    plugin.dock.setVisible(True)
-    iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem(CRS))
-    return plugin.dock
 
 
 @pytest.fixture()

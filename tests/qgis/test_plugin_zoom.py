@@ -5,19 +5,11 @@ resolution), checked against the ``level`` column of the GeoPackage's ``chips`` 
 
 from __future__ import annotations
 
-import pytest
 from engine_models import LABELS, PROMPT
-from qgis.core import QgsCoordinateReferenceSystem, QgsVectorLayer
-from synthetic_scene import CRS, write_geotiff
+from qgis.core import QgsVectorLayer
+from synthetic_scene import write_geotiff
 from test_first_hour import Recorder
 from test_plugin import add_raster, configure, features_by_label, run_dock
-
-
-@pytest.fixture()
-def dock(plugin, iface):
-    plugin.dock.setVisible(True)
-    iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem(CRS))
-    return plugin.dock
 
 
 def _chips_per_level(output: str) -> list[int]:

@@ -9,14 +9,12 @@ transformers' ``Sam3Model`` and its CLIP tokenizer, checked so that a broken fol
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.checkpoint_files import Pretrained, read_config_json
+from segearth_geo.model.checkpoint_files import Pretrained, from_pretrained, quiet_transformers, read_config_json
 from segearth_geo.model.device import resolve_device
 from segearth_geo.model.sam3.configuration import SAM3_MODEL_TYPES
 
@@ -24,43 +22,6 @@ from segearth_geo.model.sam3.configuration import SAM3_MODEL_TYPES
 def read_model_type(folder: Path) -> str:
     """``model_type`` of ``folder/config.json`` (``""`` when absent)."""
     return str(read_config_json(folder, "a SAM3 checkpoint folder").get("model_type", ""))
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" progress bar and no load report from transformers while loading (both restored
-    afterwards): what is wrong with a checkpoint is reported by our own one-line errors instead."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _load_model(folder: Path, dtype: torch.dtype):
-    """``Sam3Model`` of the folder in ``dtype``; every detector weight present with its shape."""
-    from transformers import Sam3Model
-
-    try:
-        model, info = Sam3Model.from_pretrained(folder, dtype=dtype, output_loading_info=True)
-    except Exception as exc:  # noqa: BLE001 - transformers and safetensors raise many types (SafetensorError)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"cannot load the SAM3 model from {folder}: {type(exc).__name__}: {first} (a damaged "
-                              "or partly downloaded weights file? download the folder again)") from exc
-    missing = sorted(str(k) for k in info.get("missing_keys") or ())
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
-    if missing or mismatched:
-        shown = ", ".join(missing[:5] + mismatched[:5])
-        raise CheckpointError(f"{folder}: the SAM3 weights do not match its config.json "
-                              f"({len(missing)} missing, {len(mismatched)} of the wrong shape: {shown})")
-    return model
 
 
 def _load_tokenizer(folder: Path, vocab_size: int):
@@ -96,7 +57,9 @@ def load_pretrained(directory: str | Path, device=None, dtype=None) -> Pretraine
         raise CheckpointError(f"{folder}: config.json has model_type {model_type!r}, not a SAM3 checkpoint "
                               f"(expected one of {', '.join(SAM3_MODEL_TYPES)})")
     dev, dt = resolve_device(device or "cpu", dtype or torch.float32)
-    with _quiet_transformers():
-        model = _load_model(folder, dt)
+    from transformers import Sam3Model
+
+    with quiet_transformers():
+        model = from_pretrained(Sam3Model, folder, dt, "SAM3")  # every detector weight, with its shape
         tokenizer = _load_tokenizer(folder, int(model.config.text_config.vocab_size))
     return Pretrained(model=model.to(dev).eval(), tokenizer=tokenizer, path=folder)

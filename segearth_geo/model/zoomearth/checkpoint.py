@@ -23,8 +23,7 @@ from typing import Any
 import torch
 
 from segearth_geo.errors import CheckpointError
-from segearth_geo.model.checkpoint_files import read_config_json
-from segearth_geo.model.sam3.checkpoint import _quiet_transformers  # the family's one "load quietly" (to share)
+from segearth_geo.model.checkpoint_files import from_pretrained, quiet_transformers, read_config_json
 from segearth_geo.model.zoomearth.configuration import IMAGE_PAD, MAX_PIXELS, MIN_PIXELS, MODEL_TYPES
 
 
@@ -38,22 +37,6 @@ class ZoomEarthParts:
     path: Path
     image_token_id: int
     merge_size: int
-
-
-def _model(folder: Path, dtype: torch.dtype):
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    try:
-        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=dtype, output_loading_info=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the ZoomEarth (Qwen2.5-VL) model from {folder}: {exc}") from exc
-    missing = sorted(str(k) for k in info.get("missing_keys") or () if not str(k).startswith("lm_head"))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
-    if missing or mismatched:
-        shown = ", ".join(missing[:5] + mismatched[:5])
-        raise CheckpointError(f"{folder}: the ZoomEarth weights do not match its config.json ({len(missing)} missing, "
-                              f"{len(mismatched)} of the wrong shape: {shown}); download the whole checkpoint")
-    return model
 
 
 def _tokenizer(folder: Path, image_token_id: int, vocab_size: int):
@@ -92,8 +75,11 @@ def load_pretrained(directory: str | Path, device: torch.device, dtype: torch.dt
     if config.get("model_type") not in MODEL_TYPES:
         raise CheckpointError(f"{folder}: config.json has model_type {config.get('model_type')!r}, not a ZoomEarth "
                               f"(Qwen2.5-VL) checkpoint (expected {', '.join(MODEL_TYPES)})")
-    with _quiet_transformers():
-        model = _model(folder, dtype)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with quiet_transformers():  # lm_head may be tied to the embeddings (not stored)
+        model = from_pretrained(Qwen2_5_VLForConditionalGeneration, folder, dtype, "ZoomEarth (Qwen2.5-VL)",
+                                optional=lambda key: key.startswith("lm_head"))
         image_token_id = int(model.config.image_token_id)
         vocab = int(model.config.get_text_config().vocab_size)
         tokenizer = _tokenizer(folder, image_token_id, vocab)

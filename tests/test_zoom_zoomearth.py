@@ -78,6 +78,18 @@ def test_a_folder_missing_its_tokenizer_is_one_line(tmp_path, checkpoint):
         load(broken, LoadOptions(model=str(broken), device="cpu"))
 
 
+def test_a_damaged_weights_file_is_one_line(tmp_path, checkpoint):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    shard = next(broken.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a partly downloaded file
+    with pytest.raises(CheckpointError, match="cannot load the ZoomEarth .* partly downloaded") as info:
+        load(broken, LoadOptions(model=str(broken), device="cpu"))
+    assert "\n" not in str(info.value)
+
+
 def test_prompt_ids_hold_the_image_tokens_and_equal_the_one_string_tokenisation(localizer):
     image = np.random.default_rng(0).integers(0, 256, (700, 1000, 3), dtype=np.uint8)
     ids, pixels, factor = localizer.inputs(image, "the largest airplane")

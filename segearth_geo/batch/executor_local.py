@@ -38,6 +38,7 @@ class LocalExecutor:
         self.gdal_options = dict(gdal_options or {})
         self.workers = 1
         self.device_description = ""
+        self.notice = ""  # the model's notice (describe_segmenter), once started
         self.started = False
         self._runner: UnitRunner | None = None
 
@@ -49,6 +50,7 @@ class LocalExecutor:
             self.segmenter = load_model(self.load)
         info = describe_segmenter(self.segmenter)
         self.device_description = info.device or self.load.device
+        self.notice = info.notice or ""
         self.started = True
         return info.chip_size
 

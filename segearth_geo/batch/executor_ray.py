@@ -73,14 +73,15 @@ class _ModelActor:
         self._runner: UnitRunner | None = None
         self._key: tuple | None = None
 
-    def describe(self) -> tuple[int, str, int, str | None]:
-        """``(chip_size, device, pid, error)``; ``error`` says why the model did not load (else ``None``)."""
+    def describe(self) -> tuple[int, str, int, str | None, str]:
+        """``(chip_size, device, pid, error, notice)``; ``error`` says why the model did not load (else ``None``),
+        ``notice`` what the model says wherever it runs."""
         from segearth_geo.prediction import describe_segmenter
 
         if self.error is not None:
-            return 0, "", os.getpid(), self.error
+            return 0, "", os.getpid(), self.error, ""
         info = describe_segmenter(self.segmenter)
-        return info.chip_size, info.device or "cpu", os.getpid(), None
+        return info.chip_size, info.device or "cpu", os.getpid(), None, info.notice or ""
 
     def run(self, unit: UnitSpec, spec: JobSpec, shard_dir: str) -> UnitResult:
         key = (spec, shard_dir)
@@ -118,6 +119,7 @@ class RayExecutor:
         self._actor_class: Any = None
         self.workers = 0
         self.device_description = ""
+        self.notice = ""
         self.started = False
 
     def start(self) -> int:
@@ -164,6 +166,7 @@ class RayExecutor:
             raise ModelError(f"the Ray workers could not load the model {self.model!r}: {errors[0]}")
         sizes = {d[0] for d in described}
         self.device_description = ", ".join(sorted({d[1] for d in described}))
+        self.notice = next((d[4] for d in described if d[4]), "")
         self.started = True
         return sizes.pop()
 

@@ -427,7 +427,8 @@ def _report(folder: Path, spec: JobSpec, run: BatchOptions, merge: str | None, s
         units_done=counts["done"], units_failed=len(failures), units_run=ran, units_resumed=resumed,
         chips_total=counts["chips"], chips_done=counts["chips_done"], seconds=time.perf_counter() - started,
         failures=tuple(failures), merged=merged, merge_layers=tuple(layers or ()), notes=tuple(notes),
-        stopped_early=stopped, executor=run.executor, workers=pool.workers, device=pool.device_description)
+        stopped_early=stopped, executor=run.executor, workers=pool.workers, device=pool.device_description,
+        notice=pool.notice)
 
 
 def _dry_run(folder: Path, draft: _JobDraft, load: LoadOptions, run: BatchOptions, segmenter: Any, aoi_frame,
@@ -453,7 +454,8 @@ def _dry_run(folder: Path, draft: _JobDraft, load: LoadOptions, run: BatchOption
         out_dir=str(folder), scenes=reports, units_total=len(units), units_done=0, units_failed=len(failures),
         failures=failures,
         chips_total=sum(len(u.chips) for u in units), seconds=time.perf_counter() - started, dry_run=True,
-        estimate=estimate, executor=run.executor, workers=workers, device=pool.device_description)
+        estimate=estimate, executor=run.executor, workers=workers, device=pool.device_description,
+        notice=pool.notice)
 
 
 def _calibrate(segmenter: Any, spec: JobSpec, units: list[UnitSpec], workers: int,

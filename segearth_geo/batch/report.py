@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from segearth_geo.params import field_name
@@ -73,7 +74,8 @@ class BatchReport:
             remarks for the summary (reprojection, early stop).
         stopped_early: ``max_failures`` was exceeded and scheduling stopped.
         dry_run: nothing was written; ``estimate`` holds the calibration.
-        executor, workers, device: how it ran.
+        executor, workers, device: how it ran; ``notice``: what the model says wherever it runs (the demo:
+            "synthetic demo — not for real imagery"), empty when no model was loaded.
     """
 
     out_dir: str
@@ -96,6 +98,7 @@ class BatchReport:
     executor: str = "local"
     workers: int = 1
     device: str = ""
+    notice: str = ""
 
     @property
     def ok(self) -> bool:
@@ -112,13 +115,16 @@ class BatchReport:
         data["ok"], data["exit_code"] = self.ok, self.exit_code
         return data
 
+    def _model_notice(self) -> str:
+        return f"; {self.notice}" if self.notice else ""
+
     def to_text(self) -> str:
         """The summary printed by ``segearth-geo batch``."""
         done_scenes = sum(s.status == "done" for s in self.scenes)
         lines = []
         if self.dry_run:
             lines.append(f"Dry run: {len(self.scenes)} scene(s), {self.chips_total} chips, {self.units_total} units "
-                         f"({self.executor}, {self.workers} worker(s)); nothing written.")
+                         f"({self.executor}, {self.workers} worker(s){self._model_notice()}); nothing written.")
             for s in self.scenes:
                 what = s.error or f"{s.chips} chips in {s.units} units"
                 lines.append(f"  {s.status:8s} {s.source}: {what}")
@@ -133,10 +139,11 @@ class BatchReport:
             f"{done_scenes} of {len(self.scenes)} scene(s) done; units {self.units_done}/{self.units_total} done "
             f"({self.units_run} this run, {self.units_resumed} from earlier runs), {self.units_failed} failed; "
             f"chips {self.chips_done}/{self.chips_total}; {self.seconds:.1f} s ({self.executor}, {self.workers} "
-            f"worker(s){', ' + self.device if self.device else ''}). Results in {self.out_dir}/results.")
+            f"worker(s){', ' + self.device if self.device else ''}{self._model_notice()}). Results in "
+            f"{self.out_dir}/results.")
         rasters = next((s.rasters for s in self.scenes if s.rasters), None)
         if rasters:
-            names = ", ".join(f"{v.rsplit('/', 1)[-1]} ({'probabilities' if k == 'raster_out' else 'polygon ids'})"
+            names = ", ".join(f"{Path(v).name} ({'probabilities' if k == 'raster_out' else 'polygon ids'})"
                               for k, v in rasters.items())
             lines.append(f"Rasters in each done scene's folder: {names}.")
         for s in self.scenes:
